@@ -1,0 +1,376 @@
+"""The `nslab` command: one entry point for the daemon, sandboxes, images and benchmarks.
+
+Usage errors exit 2, operational errors exit 1 with one line `nslab: error: ...`;
+`nslab sandbox exec` exits with the command's own exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from sandbox.errors import SandboxError
+
+EXIT_ERROR = 1
+
+
+def _add_socket(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--socket", help="sandboxd's Unix socket (default: $NSLAB_SOCKET or "
+                   "/run/nslab/sandboxd.sock)")
+
+
+def _client(args):
+    from sandbox.client import Client
+
+    return Client(args.socket)
+
+
+def _print_json(data) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    for row in [header, *rows]:
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
+
+
+# ---------------------------------------------------------------- sandboxd
+
+def cmd_sandboxd(args) -> int:
+    from sandbox import daemon
+    from sandbox.client import resolve_socket
+    from sandbox.config import DEFAULT_STATE_DIR, HostConfig, default_socket_path
+    from sandbox.requests import parse_size
+
+    config = HostConfig(name=args.name, state_dir=Path(args.state_dir or DEFAULT_STATE_DIR),
+                        subnet=args.subnet, socket_group=args.socket_group,
+                        storage_size=parse_size(args.storage_size, "storage-size",
+                                                minimum=1 << 30))
+    socket_path = Path(args.socket) if args.socket else (
+        resolve_socket(None) if args.name == "default" else default_socket_path(args.name))
+    return daemon.run(config, socket_path, listen=args.listen,
+                      token_file=Path(args.token_file) if args.token_file else None,
+                      teardown=args.teardown)
+
+
+# ---------------------------------------------------------------- sandbox
+
+def cmd_create(args) -> int:
+    params = {"image": args.image, "cpus": args.cpus, "memory": args.memory, "pids": args.pids,
+              "disk": args.disk, "hostname": args.hostname, "home": args.home,
+              "cpu_weight": args.cpu_weight, "cpuset": args.cpuset, "swap": args.swap}
+    sb = _client(args).create(**params)
+    if args.json:
+        _print_json(sb)
+    else:
+        print(sb["id"])
+    return 0
+
+
+def cmd_ls(args) -> int:
+    boxes = _client(args).list()
+    if args.json:
+        _print_json(boxes)
+        return 0
+    rows = [[b["id"], b["state"], b["image"], b["hostname"], b["address"] or "-",
+             b["home"] or "-"] for b in boxes]
+    _table(rows, ["ID", "STATE", "IMAGE", "HOSTNAME", "ADDRESS", "HOME"])
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    _print_json(_client(args).inspect(args.id))
+    return 0
+
+
+def cmd_stats(args) -> int:
+    s = _client(args).stats(args.id)
+    if args.json:
+        _print_json(s)
+        return 0
+    mib = 1 << 20
+    lim = s.get("memory_limit")
+    print(f"cpu time      {s.get('cpu_usage_ns', 0) / 1e9:.2f} s"
+          f"   (limit {s['cpus']} CPU)" if s.get("cpus") else
+          f"cpu time      {s.get('cpu_usage_ns', 0) / 1e9:.2f} s")
+    print(f"memory        {s.get('memory_current', 0) / mib:.1f} MiB, peak "
+          f"{(s.get('memory_peak') or 0) / mib:.1f} MiB"
+          + (f", limit {lim / mib:.0f} MiB" if lim else ""))
+    print(f"oom kills     {s.get('oom_kills', 0)}")
+    print(f"pids          {s.get('pids_current', 0)} / {s.get('pids_limit') or 'max'}")
+    disk = s.get("disk") or {}
+    if disk:
+        print(f"disk          {disk.get('used_bytes', 0) / mib:.1f} MiB / "
+              f"{(disk.get('limit_bytes') or 0) / mib:.0f} MiB")
+    return 0
+
+
+def cmd_rm(args) -> int:
+    client = _client(args)
+    for sid in args.ids:
+        client.destroy(sid, purge=args.purge)
+    return 0
+
+
+def cmd_stop(args) -> int:
+    _client(args).stop(args.id)
+    return 0
+
+
+def cmd_start(args) -> int:
+    _client(args).start(args.id)
+    return 0
+
+
+def cmd_exec(args) -> int:
+    argv = args.cmd[1:] if args.cmd and args.cmd[0] == "--" else args.cmd
+    if not argv:
+        raise SandboxError("exec needs a command: nslab sandbox exec ID -- CMD [ARG...]")
+    env = {}
+    for item in args.env or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SandboxError(f"-e takes NAME=VALUE, not {item!r}")
+        env[key] = value
+    user = int(args.user) if args.user and args.user.isdigit() else (args.user or 0)
+    return asyncio.run(_exec_stream(_client(args), args.id, argv, tty=args.tty, user=user,
+                                    cwd=args.workdir, env=env))
+
+
+async def _exec_stream(client, sid, argv, *, tty, user, cwd, env) -> int:
+    from sandbox import sessions
+
+    rows, cols = 24, 80
+    if tty and sys.stdout.isatty():
+        cols, rows = os.get_terminal_size(sys.stdout.fileno())
+    info = client.exec(sid, argv, tty=tty, user=user, cwd=cwd, env=env, rows=rows, cols=cols)
+    loop = asyncio.get_running_loop()
+    saved = None
+    if tty and sys.stdin.isatty():
+        import termios
+        import tty as ttymod
+
+        saved = termios.tcgetattr(0)
+        ttymod.setraw(0)
+    code = 255
+    try:
+        async with client.session() as http:
+            async with http.ws_connect(client.attach_url(info["id"]), max_msg_size=0) as ws:
+                def send(frame: bytes):
+                    if ws.closed:
+                        return
+                    task = asyncio.ensure_future(ws.send_bytes(frame))
+                    # the stream may close under us (the process exited); nothing to report
+                    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+                def pump_stdin():
+                    while True:
+                        try:
+                            data = os.read(0, 65536)
+                        except OSError:
+                            data = b""
+                        if not data:
+                            loop.call_soon_threadsafe(send, bytes([sessions.CLOSE_STDIN]))
+                            return
+                        loop.call_soon_threadsafe(send, bytes([sessions.STDIN]) + data)
+
+                threading.Thread(target=pump_stdin, daemon=True).start()
+                if tty and sys.stdout.isatty():
+                    def on_winch():
+                        c, r = os.get_terminal_size(sys.stdout.fileno())
+                        send(bytes([sessions.RESIZE]) + json.dumps({"rows": r, "cols": c}).encode())
+                    loop.add_signal_handler(signal.SIGWINCH, on_winch)
+                out, err = sys.stdout.buffer, sys.stderr.buffer
+                async for msg in ws:
+                    if msg.type.name != "BINARY" or not msg.data:
+                        continue
+                    channel, data = msg.data[0], msg.data[1:]
+                    if channel == sessions.STDOUT:
+                        out.write(data)
+                        out.flush()
+                    elif channel == sessions.STDERR:
+                        err.write(data)
+                        err.flush()
+                    elif channel == sessions.EXIT:
+                        code = json.loads(data)["exit_code"]
+                        if code is None:
+                            code = 255
+                        elif code < 0:
+                            code = 128 - code  # killed by a signal, as a shell reports it
+                        break
+    finally:
+        if saved is not None:
+            import termios
+
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+    return code
+
+
+# ---------------------------------------------------------------- images
+
+def _image_store(args):
+    from sandbox.config import DEFAULT_STATE_DIR, HostConfig
+    from sandbox.images import ImageStore
+
+    return ImageStore(HostConfig(state_dir=Path(args.state_dir or DEFAULT_STATE_DIR)))
+
+
+def cmd_image_ls(args) -> int:
+    images = [img.to_json() for img in _image_store(args).list()]
+    if args.json:
+        _print_json(images)
+        return 0
+    rows = [[i["name"], f"{i['size_bytes'] / (1 << 20):.1f} MiB", i["description"]] for i in images]
+    _table(rows, ["NAME", "SIZE", "DESCRIPTION"])
+    return 0
+
+
+def cmd_image_build(args) -> int:
+    from sandbox.images import progress_bar
+
+    if args.name != "debian":
+        raise SandboxError(f"can only build 'debian' (the 'host' image is made automatically), "
+                           f"not {args.name!r}")
+    if os.geteuid() != 0:
+        raise SandboxError("building an image needs root")
+    img = _image_store(args).build_debian(progress=progress_bar(), suite=args.suite)
+    print(f"built image {img.name} at {img.rootfs}")
+    return 0
+
+
+# ---------------------------------------------------------------- bench
+
+def cmd_bench_sandbox(args) -> int:
+    from sandbox.bench import bench_sandbox
+
+    result = bench_sandbox(_client(args), count=args.count, background=args.background)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for k, v in result.items():
+            print(f"{k:28} {v}")
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nslab", description="A teaching lab for Linux container internals.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    d = sub.add_parser("sandboxd", help="run the sandbox daemon (root)")
+    _add_socket(d)
+    d.add_argument("--state-dir", help="where sandboxes, images and the storage pool live "
+                   "(default /var/lib/nslab)")
+    d.add_argument("--name", default="default", help="daemon name; several daemons with "
+                   "different names and state dirs can run on one host")
+    d.add_argument("--subnet", default="10.213.0.0/16", help="private IPv4 range for sandboxes")
+    d.add_argument("--storage-size", default="64g", help="size of the sparse btrfs pool file")
+    d.add_argument("--socket-group", help="group allowed to use the socket (mode 0660)")
+    d.add_argument("--listen", metavar="HOST:PORT", help="also listen on TCP (needs --token-file)")
+    d.add_argument("--token-file", help="file holding the bearer token for --listen")
+    d.add_argument("--teardown", action="store_true", help="instead of serving: destroy every "
+                   "sandbox and home of this daemon and remove its bridge, firewall and pool mount")
+    d.set_defaults(func=cmd_sandboxd)
+
+    s = sub.add_parser("sandbox", help="create and use sandboxes")
+    ss = s.add_subparsers(dest="sandbox_command", metavar="COMMAND")
+    ss.required = True
+
+    c = ss.add_parser("create", help="create a sandbox and print its id")
+    _add_socket(c)
+    c.add_argument("--image", default="host")
+    c.add_argument("--cpus", type=float, help="CPU quota, e.g. 0.5")
+    c.add_argument("--cpu-weight", type=int, help="relative CPU weight 1-10000 (default 100)")
+    c.add_argument("--cpuset", help="CPUs allowed, e.g. 0 or 0-1")
+    c.add_argument("--memory", help="memory limit, e.g. 256m")
+    c.add_argument("--swap", help="swap allowed on top of --memory")
+    c.add_argument("--pids", type=int, help="process limit")
+    c.add_argument("--disk", help="size of the writable layer, e.g. 1g")
+    c.add_argument("--hostname")
+    c.add_argument("--home", help="name of a persistent home volume mounted at /root")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_create)
+
+    ls = ss.add_parser("ls", help="list sandboxes")
+    _add_socket(ls)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_ls)
+
+    e = ss.add_parser("exec", help="run a command in a sandbox")
+    _add_socket(e)
+    e.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
+    e.add_argument("-u", "--user", help="user name or uid inside the sandbox (default root)")
+    e.add_argument("-w", "--workdir", help="working directory inside the sandbox")
+    e.add_argument("-e", "--env", action="append", help="NAME=VALUE (repeatable)")
+    e.add_argument("id")
+    e.add_argument("cmd", nargs=argparse.REMAINDER)
+    e.set_defaults(func=cmd_exec)
+
+    for name, func, text in (("inspect", cmd_inspect, "host-side facts as JSON"),
+                             ("stop", cmd_stop, "stop all processes, keep the files"),
+                             ("start", cmd_start, "start a stopped sandbox again")):
+        x = ss.add_parser(name, help=text)
+        _add_socket(x)
+        x.add_argument("id")
+        x.set_defaults(func=func)
+
+    st = ss.add_parser("stats", help="resource usage")
+    _add_socket(st)
+    st.add_argument("id")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_stats)
+
+    rm = ss.add_parser("rm", help="destroy sandboxes (homes are kept unless --purge)")
+    _add_socket(rm)
+    rm.add_argument("--purge", action="store_true", help="also delete the home volume")
+    rm.add_argument("ids", nargs="+", metavar="ID")
+    rm.set_defaults(func=cmd_rm)
+
+    im = sub.add_parser("image", help="sandbox images")
+    ims = im.add_subparsers(dest="image_command", metavar="COMMAND")
+    ims.required = True
+    il = ims.add_parser("ls", help="list images")
+    il.add_argument("--state-dir")
+    il.add_argument("--json", action="store_true")
+    il.set_defaults(func=cmd_image_ls)
+    ib = ims.add_parser("build", help="build an image (debian)")
+    ib.add_argument("name", choices=["debian"])
+    ib.add_argument("--suite", default="bookworm")
+    ib.add_argument("--state-dir")
+    ib.set_defaults(func=cmd_image_build)
+
+    b = sub.add_parser("bench", help="benchmarks")
+    bs = b.add_subparsers(dest="bench_command", metavar="COMMAND")
+    bs.required = True
+    bsb = bs.add_parser("sandbox", help="sandbox create/exec/destroy latency and memory")
+    _add_socket(bsb)
+    bsb.add_argument("--count", type=int, default=50)
+    bsb.add_argument("--background", type=int, default=0,
+                     help="idle sandboxes to create first (load test)")
+    bsb.add_argument("--json", action="store_true")
+    bsb.set_defaults(func=cmd_bench_sandbox)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SandboxError as e:
+        print(f"nslab: error: {e.message}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,390 @@
+"""sandboxd: the engine behind a narrow HTTP + JSON and WebSocket API.
+
+Listens on a Unix socket (mode 0660, group configurable) and, for remote sandbox hosts,
+optionally on TCP where every request must carry `Authorization: Bearer <token>`.
+Every payload is parsed strictly (sandbox/requests.py) before anything changes; every
+error is JSON `{"error", "message", "field"?}` with a 4xx/5xx status.
+
+Exec streams use WebSocket binary frames whose first byte is the channel
+(sandbox/sessions.py: STDIN=0, STDOUT=1, STDERR=2, RESIZE=3, EXIT=4, CLOSE_STDIN=5,
+SIGNAL=6, REPLAYED=7); bytes are passed through untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import fcntl
+import grp
+import hmac
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+from aiohttp import WSMsgType, web
+
+from . import sessions
+from .config import HostConfig
+from .engine import Engine
+from .errors import InvalidRequest, NotFound, SandboxError
+from .requests import CreateRequest, ExecRequest
+from .spawner import SpawnerClient
+
+log = logging.getLogger("nslab.sandboxd")
+API = "/v1"
+MAX_BODY = 1 << 20
+SESSION_TTL = 60.0
+
+
+def _json(data, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d))
+
+
+async def _body(request: web.Request) -> dict:
+    if not request.body_exists:
+        return {}
+    try:
+        raw = await request.read()
+        data = json.loads(raw or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("the request body must be JSON") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    return data
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except SandboxError as e:
+        if e.status >= 500:
+            log.error("%s %s: %s", request.method, request.path, e.message)
+        return _json(e.to_json(), status=e.status)
+    except web.HTTPException as e:
+        if e.status >= 400 and not isinstance(e, web.HTTPRequestEntityTooLarge):
+            return _json({"error": "http", "message": e.reason}, status=e.status)
+        if isinstance(e, web.HTTPRequestEntityTooLarge):
+            return _json({"error": "invalid_request", "message": "request body too large"},
+                         status=413)
+        raise
+
+
+def _token_middleware(token: str | None):
+    @web.middleware
+    async def check(request: web.Request, handler):
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        if isinstance(sockname, tuple):  # TCP: bearer token required
+            got = request.headers.get("Authorization", "")
+            if not token or not hmac.compare_digest(got.encode(), f"Bearer {token}".encode()):
+                return _json({"error": "unauthorized", "message": "a valid bearer token is "
+                              "required on the TCP listener"}, status=401)
+        return await handler(request)
+    return check
+
+
+class Daemon:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.started = time.time()
+
+    def app(self, token: str | None = None) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY,
+                              middlewares=[_token_middleware(token), errors_middleware])
+        r = app.router
+        r.add_get(f"{API}/info", self.info)
+        r.add_get(f"{API}/images", self.images)
+        r.add_get(f"{API}/sandboxes", self.list)
+        r.add_post(f"{API}/sandboxes", self.create)
+        r.add_get(f"{API}/sandboxes/{{sid}}", self.get)
+        r.add_delete(f"{API}/sandboxes/{{sid}}", self.destroy)
+        r.add_post(f"{API}/sandboxes/{{sid}}/stop", self.stop)
+        r.add_post(f"{API}/sandboxes/{{sid}}/start", self.start)
+        r.add_get(f"{API}/sandboxes/{{sid}}/inspect", self.inspect)
+        r.add_get(f"{API}/sandboxes/{{sid}}/stats", self.stats)
+        r.add_post(f"{API}/sandboxes/{{sid}}/exec", self.exec)
+        r.add_post(f"{API}/sandboxes/{{sid}}/run", self.run)
+        r.add_get(f"{API}/sandboxes/{{sid}}/ports/{{port}}", self.port)
+        r.add_get(f"{API}/exec/{{eid}}", self.exec_info)
+        r.add_delete(f"{API}/exec/{{eid}}", self.exec_forget)
+        r.add_get(f"{API}/exec/{{eid}}/attach", self.attach)
+        r.add_post(f"{API}/exec/{{eid}}/resize", self.resize)
+        r.add_post(f"{API}/exec/{{eid}}/signal", self.signal)
+        return app
+
+    # -------------------------------------------------------------- sandboxes
+
+    async def info(self, request):
+        e = self.engine
+        running = sum(1 for r in e.records.values() if r.state == "running")
+        return _json({"name": e.config.name, "state_dir": str(e.config.state_dir),
+                      "cgroup_version": e.cgroups.version, "sandboxes": len(e.records),
+                      "running": running, "subnet": e.config.subnet,
+                      "uptime": time.time() - self.started, "pid": os.getpid()})
+
+    async def images(self, request):
+        return _json([img.to_json() for img in self.engine.images.list()])
+
+    async def list(self, request):
+        return _json([r.summary() for r in self.engine.list()])
+
+    async def create(self, request):
+        req = CreateRequest.from_json(await _body(request), max_cpus=self.engine.max_cpus)
+        rec = await self.engine.create(req)
+        return _json(rec.summary(), status=201)
+
+    async def get(self, request):
+        return _json(self.engine.get(request.match_info["sid"]).summary())
+
+    async def destroy(self, request):
+        purge = request.query.get("purge", "false").lower()
+        if purge not in ("true", "false", "1", "0"):
+            raise InvalidRequest("purge must be true or false", field="purge")
+        await self.engine.destroy(request.match_info["sid"], purge=purge in ("true", "1"))
+        return web.Response(status=204)
+
+    async def stop(self, request):
+        rec = await self.engine.stop(request.match_info["sid"])
+        return _json(rec.summary())
+
+    async def start(self, request):
+        rec = await self.engine.start_sandbox(request.match_info["sid"])
+        return _json(rec.summary())
+
+    async def inspect(self, request):
+        return _json(await self.engine.inspect(request.match_info["sid"]))
+
+    async def stats(self, request):
+        return _json(self.engine.stats(request.match_info["sid"]))
+
+    async def port(self, request):
+        rec = self.engine._running(request.match_info["sid"])
+        try:
+            port = int(request.match_info["port"])
+        except ValueError:
+            port = 0
+        if not 1 <= port <= 65535:
+            raise InvalidRequest("port must be between 1 and 65535", field="port")
+        listening = any(s["port"] == port and s["proto"] == "tcp"
+                        for s in self.engine.network.listening_sockets(rec.init_pid))
+        return _json({"host": rec.address, "port": port, "listening": listening})
+
+    # -------------------------------------------------------------- exec
+
+    async def exec(self, request):
+        req = ExecRequest.from_json(await _body(request))
+        session = await self.engine.exec(request.match_info["sid"], req)
+        return _json(session.info(), status=201)
+
+    async def run(self, request):
+        body = await _body(request)
+        extra = {k: body.pop(k) for k in ("stdin", "timeout", "limit") if k in body}
+        req = ExecRequest.from_json(body)
+        if req.tty:
+            raise InvalidRequest("run captures output; use exec for a terminal", field="tty")
+        stdin = extra.get("stdin", "")
+        if not isinstance(stdin, str) or len(stdin) > MAX_BODY:
+            raise InvalidRequest("stdin must be a string", field="stdin")
+        timeout = extra.get("timeout", 10)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 600:
+            raise InvalidRequest("timeout must be between 0 and 600 seconds", field="timeout")
+        limit = extra.get("limit", 1 << 20)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= 16 << 20:
+            raise InvalidRequest("limit must be between 1 byte and 16 MiB", field="limit")
+        result = await self.engine.run(request.match_info["sid"], req, stdin=stdin.encode(),
+                                       timeout=float(timeout), limit=limit)
+        return _json({
+            "exit_code": result["exit_code"], "timed_out": result["timed_out"],
+            "truncated": result["truncated"],
+            "stdout": result["stdout"].decode(errors="replace"),
+            "stderr": result["stderr"].decode(errors="replace"),
+            "stdout_b64": base64.b64encode(result["stdout"]).decode(),
+            "stderr_b64": base64.b64encode(result["stderr"]).decode(),
+        })
+
+    async def exec_info(self, request):
+        return _json(self.engine.session(request.match_info["eid"]).info())
+
+    async def exec_forget(self, request):
+        session = self.engine.session(request.match_info["eid"])
+        session.signal("KILL")
+        self.engine.forget_session(session.id)
+        return web.Response(status=204)
+
+    async def resize(self, request):
+        body = await _body(request)
+        session = self.engine.session(request.match_info["eid"])
+        rows, cols = body.get("rows"), body.get("cols")
+        if not isinstance(rows, int) or not isinstance(cols, int) or isinstance(rows, bool):
+            raise InvalidRequest("rows and cols must be integers", field="rows")
+        session.resize(rows, cols)
+        return _json(session.info())
+
+    async def signal(self, request):
+        body = await _body(request)
+        session = self.engine.session(request.match_info["eid"])
+        session.signal(body.get("signal", ""))
+        return _json(session.info())
+
+    async def attach(self, request):
+        session = self.engine.session(request.match_info["eid"])
+        readonly = request.query.get("readonly", "0") in ("1", "true")
+        replay = request.query.get("replay", "1") in ("1", "true")
+        ws = web.WebSocketResponse(max_msg_size=MAX_BODY, heartbeat=30, compress=False)
+        await ws.prepare(request)
+        att = session.attach(readonly=readonly, replay=replay)
+        writer = asyncio.create_task(self._pump(ws, att))
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.BINARY or not msg.data:
+                    continue
+                channel, payload = msg.data[0], msg.data[1:]
+                try:
+                    self._on_client_frame(session, readonly, channel, payload)
+                except SandboxError as e:
+                    await ws.send_bytes(bytes([sessions.STDERR]) + f"nslab: {e.message}\n".encode())
+        finally:
+            writer.cancel()
+            att.close()
+        return ws
+
+    @staticmethod
+    def _on_client_frame(session, readonly: bool, channel: int, payload: bytes) -> None:
+        if readonly:
+            return  # a shadowing viewer never types
+        if channel == sessions.STDIN:
+            session.write(payload)
+        elif channel == sessions.RESIZE:
+            size = json.loads(payload)
+            session.resize(int(size["rows"]), int(size["cols"]))
+        elif channel == sessions.CLOSE_STDIN:
+            session.close_stdin()
+        elif channel == sessions.SIGNAL:
+            session.signal(json.loads(payload).get("signal", ""))
+
+    @staticmethod
+    async def _pump(ws: web.WebSocketResponse, att: sessions.Attachment) -> None:
+        try:
+            while True:
+                frames = await att.next()
+                if not frames:
+                    break
+                # Coalesce runs of one channel into one message: fewer, larger frames.
+                merged: list[tuple[int, bytearray]] = []
+                for channel, data in frames:
+                    if merged and merged[-1][0] == channel and channel in (sessions.STDOUT, sessions.STDERR):
+                        merged[-1][1].extend(data)
+                    else:
+                        merged.append((channel, bytearray(data)))
+                for channel, data in merged:
+                    await ws.send_bytes(bytes([channel]) + bytes(data))
+                    att.delivered(len(data))
+                    if channel == sessions.EXIT:
+                        await ws.close()
+                        return
+            if att.dropped:
+                await ws.close(code=4000, message=b"viewer fell behind; reattach")
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+
+    async def reap_sessions(self) -> None:
+        """Forget finished sessions nobody watches, after a while."""
+        while True:
+            await asyncio.sleep(10)
+            now = time.time()
+            for s in list(self.engine.sessions.values()):
+                if s.finished.is_set() and not s.attachments and now - s.created > SESSION_TTL:
+                    self.engine.forget_session(s.id)
+
+
+def _lock_state_dir(config: HostConfig) -> int:
+    config.ensure_dirs()
+    fd = os.open(config.state_dir / "sandboxd.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SandboxError(f"another sandboxd already uses {config.state_dir}") from None
+    return fd
+
+
+async def serve(config: HostConfig, spawner: SpawnerClient, socket_path: Path,
+                listen: str | None = None, token: str | None = None,
+                ready=None) -> None:
+    loop = asyncio.get_running_loop()
+    spawner.attach_loop(loop)
+    engine = Engine(config, spawner)
+    await engine.start()
+    daemon = Daemon(engine)
+    runner = web.AppRunner(daemon.app(token), access_log=None, handle_signals=False)
+    await runner.setup()
+    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    if socket_path.exists() or socket_path.is_symlink():
+        socket_path.unlink()
+    await web.UnixSite(runner, str(socket_path)).start()
+    os.chmod(socket_path, 0o660)
+    if config.socket_group:
+        try:
+            os.chown(socket_path, 0, grp.getgrnam(config.socket_group).gr_gid)
+        except KeyError:
+            raise InvalidRequest(f"no group {config.socket_group!r}", field="socket_group") from None
+    if listen:
+        host, _, port = listen.rpartition(":")
+        await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    reaper = asyncio.create_task(daemon.reap_sessions())
+    log.info("sandboxd %s listening on %s (cgroup v%d)", config.name, socket_path,
+             engine.cgroups.version)
+    if ready:
+        ready()
+    try:
+        await stop.wait()
+    finally:
+        reaper.cancel()
+        await engine.shutdown()
+        await runner.cleanup()
+        try:
+            socket_path.unlink()
+        except FileNotFoundError:
+            pass
+        spawner.close()
+
+
+async def _teardown(config: HostConfig, spawner: SpawnerClient) -> None:
+    spawner.attach_loop(asyncio.get_running_loop())
+    engine = Engine(config, spawner)
+    try:
+        await engine.teardown_host()
+    finally:
+        await engine.shutdown()
+        spawner.close()
+
+
+def run(config: HostConfig, socket_path: Path, listen: str | None = None,
+        token_file: Path | None = None, teardown: bool = False) -> int:
+    """Entry point of `nslab sandboxd`: fork the spawner first, then serve."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s sandboxd %(levelname)s %(message)s")
+    lock_fd = _lock_state_dir(config)
+    token = None
+    if listen:
+        if not token_file:
+            raise InvalidRequest("--listen needs --token-file", field="token_file")
+        token = Path(token_file).read_text().strip()
+        if len(token) < 16:
+            raise InvalidRequest("the token must be at least 16 characters", field="token_file")
+    spawner = SpawnerClient.fork()  # while this process still has one thread
+    try:
+        if teardown:
+            asyncio.run(_teardown(config, spawner))
+            return 0
+        asyncio.run(serve(config, spawner, socket_path, listen, token))
+    finally:
+        os.close(lock_fd)
+    return 0
+
+
+__all__ = ["run", "serve", "Daemon", "NotFound"]

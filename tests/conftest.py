@@ -1,0 +1,146 @@
+"""Shared fixtures: a real sandboxd on a temporary state dir, and leak checks.
+
+Privileged tests need root, user namespaces, cgroups, btrfs and nftables. Where they
+cannot run they fail with the reason; they never skip.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NSLAB = [sys.executable, "-m", "nslab"]
+
+
+def _net_index() -> int:
+    # Distinct subnets for the daemons of concurrent test runs on one machine.
+    return 100 + (os.getpid() % 100)
+
+
+class Daemon:
+    """A running `nslab sandboxd` with its own name, state dir, socket and subnet."""
+
+    def __init__(self, base: Path, name: str, subnet: str):
+        self.name = name
+        self.state_dir = base / "state"
+        self.socket = base / "sandboxd.sock"
+        self.subnet = subnet
+        self.log = base / "sandboxd.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def args(self) -> list[str]:
+        return ["--name", self.name, "--state-dir", str(self.state_dir),
+                "--socket", str(self.socket), "--subnet", self.subnet, "--storage-size", "8g"]
+
+    def start(self, timeout: float = 60) -> None:
+        if self.socket.exists():
+            self.socket.unlink()
+        log = open(self.log, "ab")
+        self.proc = subprocess.Popen([*NSLAB, "sandboxd", *self.args], stdout=log,
+                                     stderr=subprocess.STDOUT, cwd=ROOT)
+        deadline = time.monotonic() + timeout
+        while not self.socket.exists():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"sandboxd exited with {self.proc.returncode}:\n"
+                                     + self.log.read_text()[-3000:])
+            if time.monotonic() > deadline:
+                raise AssertionError("sandboxd did not start:\n" + self.log.read_text()[-3000:])
+            time.sleep(0.05)
+
+    def stop(self, sig=signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def client(self):
+        from sandbox.client import Client
+
+        return Client(self.socket)
+
+    def cli(self, *args, input=None, timeout=60, check=False) -> subprocess.CompletedProcess:
+        env = dict(os.environ, NSLAB_SOCKET=str(self.socket))
+        return subprocess.run([*NSLAB, *args], input=input, capture_output=True, timeout=timeout,
+                              cwd=ROOT, env=env, check=check)
+
+    def teardown(self) -> subprocess.CompletedProcess:
+        self.stop()
+        return subprocess.run([*NSLAB, "sandboxd", *self.args, "--teardown"],
+                              capture_output=True, timeout=120, cwd=ROOT)
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("this privileged test needs root (run the suite as root; CI does)")
+
+
+def leftovers(name: str, state_dir: Path, tag: str) -> list[str]:
+    """Kernel objects that a daemon named `name` could have left behind."""
+    found = []
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        if (hierarchy / "nslab" / name).exists():
+            found.append(f"cgroup {hierarchy / 'nslab' / name}")
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    for line in links.splitlines():
+        ifname = line.split(":")[1].strip().split("@")[0]
+        if ifname.startswith((f"nl{tag}", f"nlbr{tag}")):
+            found.append(f"link {ifname}")
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    if f"nslab_{tag}" in tables:
+        found.append(f"nft table nslab_{tag}")
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        if str(state_dir) in line.split()[4]:
+            found.append(f"mount {line.split()[4]}")
+    losetup = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    if str(state_dir) in losetup:
+        found.append("loop device on " + str(state_dir))
+    return found
+
+
+@pytest.fixture(scope="session")
+def sandboxd(tmp_path_factory):
+    """A real sandboxd (root) on a temp state dir; everything it made is gone afterwards."""
+    require_root()
+    from sandbox.config import HostConfig
+
+    base = tmp_path_factory.mktemp("sandboxd")
+    name = f"t{uuid.uuid4().hex[:8]}"
+    d = Daemon(base, name, f"10.{_net_index()}.0.0/22")
+    d.start()
+    yield d
+    result = d.teardown()
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    tag = HostConfig(name=name).tag
+    left = leftovers(name, d.state_dir, tag)
+    assert not left, f"sandboxd left kernel state behind: {left}"
+
+
+@pytest.fixture
+def client(sandboxd):
+    """A `sandbox.client.Client` connected to the session's sandboxd."""
+    return sandboxd.client()
+
+
+@pytest.fixture
+def sandbox(client):
+    """A fresh sandbox (default limits); destroyed with --purge afterwards."""
+    sb = client.create(cpus=1.0, memory="256m", pids=256, disk="256m")
+    yield sb
+    try:
+        client.destroy(sb["id"], purge=True)
+    except Exception as e:  # noqa: BLE001 - the test may have destroyed it itself
+        if getattr(e, "status", None) != 404:
+            raise
