@@ -88,6 +88,7 @@ class Engine:
         self.sessions: dict[str, ExecSession] = {}
         self._sessions_by_pid: dict[int, ExecSession] = {}
         self._init_watch: dict[str, int] = {}  # sandbox id -> pidfd of its init
+        self._early_exits: dict[int, int] = {}  # pid -> exit code, not yet claimed
         self._locks: dict[str, asyncio.Lock] = {}
         spawner.on_exit = self._on_process_exit
         self.max_cpus = float(os.cpu_count() or 1)
@@ -298,6 +299,12 @@ class Engine:
         session = self._sessions_by_pid.pop(pid, None)
         if session is not None:
             session.process_exited(code)
+            return
+        # The spawner reports an exit right after its exec reply; it can reach us
+        # before exec() below has registered the session.
+        self._early_exits[pid] = code
+        while len(self._early_exits) > 1024:
+            self._early_exits.pop(next(iter(self._early_exits)))
 
     # ------------------------------------------------------------------ stop / start / destroy
 
@@ -478,8 +485,9 @@ class Engine:
         self.sessions[session.id] = session
         self._sessions_by_pid[handle.pid] = session
         session.start(asyncio.get_running_loop())
-        if handle.pidfd is None:  # it ended and was reaped before we could watch it
-            session.process_exited(127 if handle.exec_error else 0)
+        if handle.pid in self._early_exits:
+            self._sessions_by_pid.pop(handle.pid, None)
+            session.process_exited(self._early_exits.pop(handle.pid))
         return session
 
     def session(self, exec_id: str) -> ExecSession:

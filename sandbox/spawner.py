@@ -372,6 +372,10 @@ def _build_sandbox(w: int, req: dict) -> None:
                        f"lowerdir={lower},upperdir={d}/upper/{i},workdir={d}/work/{i}")
         if req.get("home"):
             libc.idmapped_bind(req["home"]["source"], f"{rootfs}/{req['home']['target']}", userns)
+        # G works relative to its working directory: as the sandbox's root it may not
+        # be allowed to walk the host path above the volume (a state dir under a 0700
+        # directory). unshare(CLONE_NEWNS) below moves the cwd into the new namespace.
+        os.chdir(rootfs)
     with _Step("entering the user namespace"):
         libc.setns(userns, libc.CLONE_NEWUSER)
         os.close(userns)
@@ -383,7 +387,7 @@ def _build_sandbox(w: int, req: dict) -> None:
     if g == 0:
         code = 0
         try:
-            _init_child(req, rootfs, init_fd)
+            _init_child(req, init_fd)
         except BaseException as e:  # noqa: BLE001
             _child_report_error(w, getattr(e, "step", "starting init"), e)
             code = 1
@@ -442,16 +446,20 @@ def _mask_paths(rootfs: str) -> None:
                        libc.MS_BIND | libc.MS_REMOUNT | libc.MS_RDONLY | libc.MS_REC | PROC_FLAGS)
 
 
-def _init_child(req: dict, rootfs: str, init_fd: int) -> None:
+def _init_child(req: dict, init_fd: int) -> None:
     """PID 1 of the new pid namespace: finish the filesystem and become catatonit."""
     os.umask(0o022)
     # Its own session and process group: no signal sent to the daemon's group (a
     # terminal's Ctrl-C, `timeout`, a service manager) may reach the sandbox.
     os.setsid()
+    rootfs = "."
     with _Step("mounting /proc, /sys and /dev"):
         # A bind of the root onto itself is owned by this (the sandbox's) mount
-        # namespace; pivot_root refuses the locked mount C made.
-        libc.mount(rootfs, rootfs, None, libc.MS_BIND | libc.MS_REC)
+        # namespace; pivot_root refuses the locked mount C made. Re-entering by name
+        # from the parent directory lands on that new top mount.
+        libc.mount(".", ".", None, libc.MS_BIND | libc.MS_REC)
+        os.chdir("..")
+        os.chdir("rootfs")
         libc.mount("proc", f"{rootfs}/proc", "proc", PROC_FLAGS)
         libc.mount("sysfs", f"{rootfs}/sys", "sysfs", PROC_FLAGS | libc.MS_RDONLY)
         _mount_dev(rootfs, req["shm_size"])
@@ -460,7 +468,6 @@ def _init_child(req: dict, rootfs: str, init_fd: int) -> None:
     with _Step("masking /proc and /sys paths"):
         _mask_paths(rootfs)
     with _Step("pivot_root into the sandbox"):
-        os.chdir(rootfs)
         libc.pivot_root(".", ".")
         libc.umount2(".", libc.MNT_DETACH)
         os.chdir("/")

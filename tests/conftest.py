@@ -20,9 +20,15 @@ ROOT = Path(__file__).resolve().parent.parent
 NSLAB = [sys.executable, "-m", "nslab"]
 
 
-def _net_index() -> int:
-    # Distinct subnets for the daemons of concurrent test runs on one machine.
-    return 100 + (os.getpid() % 100)
+def free_subnet() -> str:
+    """A /22 in 10.100-199.x that no interface on this host uses yet (tests run in parallel)."""
+    used = subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, text=True).stdout
+    start = os.getpid() % 100
+    for i in range(100):
+        second = 100 + (start + i) % 100
+        if f" 10.{second}." not in used:
+            return f"10.{second}.0.0/22"
+    raise AssertionError("no free 10.x.0.0/22 test subnet on this host")
 
 
 class Daemon:
@@ -44,9 +50,9 @@ class Daemon:
     def start(self, timeout: float = 60) -> None:
         if self.socket.exists():
             self.socket.unlink()
-        log = open(self.log, "ab")
-        self.proc = subprocess.Popen([*NSLAB, "sandboxd", *self.args], stdout=log,
-                                     stderr=subprocess.STDOUT, cwd=ROOT)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([*NSLAB, "sandboxd", *self.args], stdout=log,
+                                         stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + timeout
         while not self.socket.exists():
             if self.proc.poll() is not None:
@@ -118,7 +124,7 @@ def sandboxd(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("sandboxd")
     name = f"t{uuid.uuid4().hex[:8]}"
-    d = Daemon(base, name, f"10.{_net_index()}.0.0/22")
+    d = Daemon(base, name, free_subnet())
     d.start()
     yield d
     result = d.teardown()
