@@ -343,7 +343,7 @@ class Engine:
         for session in [s for s in self.sessions.values() if s.sandbox_id == rec.id]:
             session.close()
             self.sessions.pop(session.id, None)
-        if rec.init_pid and start_time(rec.init_pid) == rec.init_start:
+        if _alive(rec.init_pid, rec.init_start):
             try:
                 os.kill(rec.init_pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -397,14 +397,18 @@ class Engine:
                 path.rename(path.with_suffix(".broken"))
                 continue
             self.records[rec.id] = rec
-            alive = rec.init_pid and start_time(rec.init_pid) == rec.init_start
-            if rec.state == "running" and alive:
+            if rec.state == "running" and _alive(rec.init_pid, rec.init_start):
                 self._watch_init(rec)
                 adopted.append(rec.id)
-            elif rec.state == "stopped":
-                await self._halt(rec)  # nothing should run; make sure
+            elif rec.state in ("running", "stopped"):
+                # Its init died while we were away: stopped, as if it had died under us
+                # (processes, cgroup and veth released; its files kept for `start`).
+                await self._halt(rec)
+                if rec.state == "running":
+                    cleaned.append(rec.id)
+                rec.state = "stopped"
                 self._save(rec)
-            else:
+            else:  # it was being created when we died
                 await self._teardown(rec, purge_home=False, keep_volume=False)
                 cleaned.append(rec.id)
         live = set(self.records)
@@ -547,6 +551,17 @@ class Engine:
             "addresses": await asyncio.to_thread(self.network.addresses, rec.init_pid),
             "address": rec.address, "limits": rec.limits, "disk": rec.disk,
         }
+
+
+def _alive(pid: int | None, start: int | None) -> bool:
+    """Is this exact process (pid + start time) still running (a zombie is not)?"""
+    if not pid or start_time(pid) != start:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rindex(b")") + 2:][:1] not in (b"Z", b"X")
 
 
 def _expand_cpulist(text: str) -> set[int]:
