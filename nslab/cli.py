@@ -50,7 +50,7 @@ def cmd_sandboxd(args) -> int:
     from sandbox.requests import parse_size
 
     config = HostConfig(name=args.name, state_dir=Path(args.state_dir or DEFAULT_STATE_DIR),
-                        subnet=args.subnet, socket_group=args.socket_group,
+                        subnet=args.subnet, socket_group=args.socket_group, warm=args.warm,
                         storage_size=parse_size(args.storage_size, "storage-size",
                                                 minimum=1 << 30))
     socket_path = Path(args.socket) if args.socket else (
@@ -275,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--subnet", default="10.213.0.0/16", help="private IPv4 range for sandboxes")
     d.add_argument("--storage-size", default="64g", help="size of the sparse btrfs pool file")
     d.add_argument("--socket-group", help="group allowed to use the socket (mode 0660)")
+    d.add_argument("--warm", type=int, default=2, choices=range(0, 65), metavar="N",
+                   help="sandboxes kept half-built ahead of demand (default 2; 0 to disable)")
     d.add_argument("--listen", metavar="HOST:PORT", help="also listen on TCP (needs --token-file)")
     d.add_argument("--token-file", help="file holding the bearer token for --listen")
     d.add_argument("--teardown", action="store_true", help="instead of serving: destroy every "

@@ -47,6 +47,7 @@ class HostConfig:
     storage_size: int = 64 << 30  # sparse btrfs pool file; only what is written uses disk
     socket_group: str | None = None
     cgroup_root: Path = Path("/sys/fs/cgroup")
+    warm: int = 2  # sandboxes kept half-built ahead of demand (0: none)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):

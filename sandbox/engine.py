@@ -36,8 +36,27 @@ from .storage import Storage
 
 log = logging.getLogger("nslab.engine")
 
-INIT_BINARY = "/usr/bin/catatonit"
+def _find_init() -> str:
+    """catatonit from PATH (Debian, Ubuntu) or where podman keeps its copy."""
+    import shutil
+
+    for candidate in (shutil.which("catatonit"), "/usr/libexec/podman/catatonit"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return "/usr/bin/catatonit"
+
+
+INIT_BINARY = _find_init()
 NAMESPACE_TYPES = ("cgroup", "ipc", "mnt", "net", "pid", "user", "uts")
+
+
+@dataclass
+class WarmSlot:
+    """A sandbox half-built ahead of demand: id, uid block, cgroup and user namespace."""
+
+    id: str
+    uid_block: int
+    ready: asyncio.Future
 
 
 @dataclass
@@ -92,6 +111,9 @@ class Engine:
         self._locks: dict[str, asyncio.Lock] = {}
         spawner.on_exit = self._on_process_exit
         self.max_cpus = float(os.cpu_count() or 1)
+        self.warm_size = config.warm
+        self._warm: list[WarmSlot] = []
+        self._refill: asyncio.Task | None = None
 
     # ------------------------------------------------------------------ start-up
 
@@ -109,7 +131,8 @@ class Engine:
         if "overlay" not in Path("/proc/filesystems").read_text():
             raise HostUnsupported("overlayfs is missing: run `modprobe overlay`")
         if not os.access(INIT_BINARY, os.X_OK):
-            raise HostUnsupported(f"{INIT_BINARY} is missing: install the catatonit package")
+            raise HostUnsupported("catatonit is missing (PID 1 of every sandbox): install the "
+                                  "catatonit package")
         self.cgroups.check()
 
     async def start(self) -> None:
@@ -120,6 +143,7 @@ class Engine:
         # pyroute2's synchronous API runs its own event loop, so never on ours.
         await asyncio.to_thread(self.network.setup)
         await self.recover()
+        self._schedule_refill()
 
     # ------------------------------------------------------------------ records
 
@@ -180,7 +204,8 @@ class Engine:
             raise Conflict(f"home {req.home!r} is in use by another sandbox", field="home")
         if req.cpuset:
             self._check_cpuset(req.cpuset)
-        sid = secrets.token_hex(6)
+        slot = self._take_warm_slot()
+        sid = slot.id if slot else secrets.token_hex(6)
         limits = Limits(cpus=req.cpus, cpu_weight=req.cpu_weight, cpuset=req.cpuset,
                         memory=req.memory, swap=req.swap, pids=req.pids, io_weight=req.io_weight)
         limits.validate()
@@ -189,17 +214,20 @@ class Engine:
                             uid_block=-1, group=f"{self.config.cgroup_prefix}/{sid}",
                             created=time.time(), labels=req.labels)
         async with self._lock(sid):
-            rec.uid_block = self._claim_uid_block(sid)
+            rec.uid_block = slot.uid_block if slot else self._claim_uid_block(sid)
             self.records[sid] = rec
             self._save(rec)
             try:
                 self.storage.create_volume("sandboxes", sid, req.disk)
                 if req.home:
                     self.storage.ensure_volume("homes", req.home, req.home_quota)
-                await self._boot(rec, req.home_quota)
+                await self._boot(rec, slot)
             except BaseException:
                 await self._teardown(rec, purge_home=False, keep_volume=False)
                 raise
+            finally:
+                if slot:  # make the next one, off this request's path
+                    self._schedule_refill()
         return rec
 
     def _check_cpuset(self, cpuset: str) -> None:
@@ -240,12 +268,15 @@ class Engine:
             os.chown(path, base, base)
         return vol
 
-    async def _boot(self, rec: SandboxRecord, home_quota: int | None = None) -> None:
+    async def _boot(self, rec: SandboxRecord, slot: WarmSlot | None = None) -> None:
         """Start PID 1 and the network for a record whose volume exists."""
         layers = self._layers(rec)
         vol = self._prepare_volume(rec, layers)
         limits = Limits(**rec.limits)
-        self.cgroups.create(rec.group, limits, rec.uid_base, rec.uid_base)
+        if slot:
+            self.cgroups.set_limits(rec.group, limits)  # its cgroup exists, unlimited
+        else:
+            self.cgroups.create(rec.group, limits, rec.uid_base, rec.uid_base)
         home = None
         if rec.home:
             home = {"source": str(self.storage.path("homes", rec.home)), "target": "root"}
@@ -257,6 +288,8 @@ class Engine:
             "cgroup_version": self.cgroups.version,
             "init": INIT_BINARY, "shm_size": rec.shm,
         }
+        if slot:
+            spec["slot"] = slot.id
         pid = await self.spawner.spawn(spec)
         rec.init_pid = pid
         rec.init_start = start_time(pid)
@@ -268,6 +301,55 @@ class Engine:
         rec.state = "running"
         self._save(rec)
         self._watch_init(rec)
+
+    # ------------------------------------------------------------------ warm slots
+
+    def _take_warm_slot(self) -> WarmSlot | None:
+        for slot in self._warm:
+            if slot.ready.done() and slot.ready.exception() is None:
+                self._warm.remove(slot)
+                return slot
+        return None
+
+    def _schedule_refill(self) -> None:
+        if self.warm_size > 0 and (self._refill is None or self._refill.done()):
+            self._refill = asyncio.get_running_loop().create_task(self._fill_pool())
+
+    async def _fill_pool(self) -> None:
+        while len(self._warm) < self.warm_size:
+            sid = secrets.token_hex(6)
+            block = self._claim_uid_block(sid)
+            group = f"{self.config.cgroup_prefix}/{sid}"
+            base = UID_BASE + block * UID_BLOCK
+            try:
+                self.cgroups.create(group, Limits(), base, base)
+                ready = await self.spawner.park(sid, {
+                    "uid_base": base, "uid_count": UID_BLOCK,
+                    "cgroup_files": self.cgroups.spawn_procs_files(group)})
+                ready.add_done_callback(lambda f: f.cancelled() or f.exception())
+                slot = WarmSlot(id=sid, uid_block=block, ready=ready)
+                self._warm.append(slot)
+                await ready
+            except (SandboxError, OSError) as e:
+                log.warning("could not prepare a warm sandbox slot: %s", e)
+                self._warm = [w for w in self._warm if w.id != sid]
+                await self._drop_slot_resources(sid, block)
+                return
+
+    async def _drop_slot_resources(self, sid: str, block: int) -> None:
+        group = f"{self.config.cgroup_prefix}/{sid}"
+        if self.cgroups.exists(group):
+            await asyncio.to_thread(self.cgroups.kill_all, group)
+            self.cgroups.remove(group)
+        self._release_uid_block(block, sid)
+
+    async def drain_pool(self) -> None:
+        if self._refill is not None:
+            self._refill.cancel()
+        for slot in list(self._warm):
+            self._warm.remove(slot)
+            await self.spawner.unpark(slot.id)
+            await self._drop_slot_resources(slot.id, slot.uid_block)
 
     # ------------------------------------------------------------------ init watch
 
@@ -411,7 +493,7 @@ class Engine:
             else:  # it was being created when we died
                 await self._teardown(rec, purge_home=False, keep_volume=False)
                 cleaned.append(rec.id)
-        live = set(self.records)
+        live = set(self.records) | {w.id for w in self._warm}
         for name in self.cgroups.children(self.config.cgroup_prefix):
             if name not in live:
                 group = f"{self.config.cgroup_prefix}/{name}"
@@ -434,7 +516,7 @@ class Engine:
                     state_dir, sid = p.read_text().splitlines()[:2]
                 except (ValueError, OSError):
                     continue
-                if state_dir == str(self.config.state_dir) and sid not in live:
+                if state_dir == str(self.config.state_dir) and sid.strip() not in live:
                     p.unlink(missing_ok=True)
         if adopted or cleaned:
             log.info("recovered: adopted %s, cleaned %s", adopted, cleaned)
@@ -443,6 +525,7 @@ class Engine:
     async def teardown_host(self) -> None:
         """Remove everything this daemon made: sandboxes, homes, bridge, firewall, pool mount."""
         self.preflight()
+        await self.drain_pool()
         if self.config.storage_image.exists():
             self.storage.ensure()
         if self.storage.is_mounted():
@@ -460,6 +543,7 @@ class Engine:
 
     async def shutdown(self, *, destroy_all: bool = False) -> None:
         """Stop watching; sandboxes keep running unless destroy_all (tests, `--ephemeral`)."""
+        await self.drain_pool()
         if destroy_all:
             for sid in list(self.records):
                 await self.destroy(sid, purge=True)

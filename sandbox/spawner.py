@@ -42,6 +42,7 @@ import signal
 import socket
 import struct
 import termios
+import time
 from dataclasses import dataclass, field
 
 from . import libc
@@ -152,9 +153,11 @@ def serve(sock: socket.socket) -> None:
     signal.set_wakeup_fd(wake_w)
     while True:
         try:
-            ready, _, _ = select.select([sock, wake_r], [], [])
+            ready, _, _ = select.select([sock, wake_r, *_parking], [], [])
         except InterruptedError:
             continue
+        for fd in [fd for fd in ready if fd in _parking]:
+            _on_parked(sock, fd)
         if wake_r in ready:
             try:
                 while os.read(wake_r, 4096):
@@ -196,7 +199,13 @@ def _reap(sock: socket.socket) -> None:
 def _handle(msg: dict, fds: list[int]) -> tuple[dict, list[int]]:
     op = msg.get("op")
     if op == "spawn":
+        if msg.get("slot"):
+            return _spawn_parked(msg), []
         return _spawn(msg), []
+    if op == "park":
+        return _park(msg), []
+    if op == "unpark":
+        return _unpark(msg["slot"]), []
     if op == "exec":
         return _exec(msg, fds)
     if op == "ping":
@@ -241,15 +250,109 @@ def _first_error(lines: list[dict]) -> dict | None:
     return None
 
 
+# Warm slots: children that have already joined their sandbox's cgroup and made its
+# user namespace (the slow part on cgroup v1, where every cgroup migration waits for an
+# RCU grace period), parked until a create request hands them the rest of the spec.
+_parked: dict[str, tuple[int, int, int]] = {}  # slot -> (pid, control fd, report fd)
+_parking: dict[int, str] = {}  # report fd -> slot, until the child says it is parked
+
+
+def _park(req: dict) -> dict:
+    slot = req["slot"]
+    if slot in _parked:
+        return {"error": f"slot {slot} is already parked"}
+    r, w = os.pipe2(os.O_CLOEXEC)
+    cr, cw = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        os.close(cw)
+        _reset_signals()
+        code = 0
+        try:
+            _parked_child(w, cr, req)
+        except BaseException as e:  # noqa: BLE001
+            _child_report_error(w, getattr(e, "step", "parking"), e)
+            code = 1
+        os._exit(code)
+    os.close(w)
+    os.close(cr)
+    _parked[slot] = (pid, cw, r)
+    _parking[r] = slot
+    return {"ok": True}
+
+
+def _on_parked(sock: socket.socket, fd: int) -> None:
+    slot = _parking.pop(fd)
+    line = os.read(fd, 65536).split(b"\n")[0]
+    msg = json.loads(line) if line.strip() else {"error": "the parked child exited"}
+    if "error" in msg:
+        _unpark(slot)
+    _send(sock, {"event": "parked", "slot": slot, "error": msg.get("error")})
+
+
+def _unpark(slot: str) -> dict:
+    entry = _parked.pop(slot, None)
+    if entry is None:
+        return {"ok": False}
+    pid, cw, r = entry
+    _parking.pop(r, None)
+    os.close(cw)  # EOF: the parked child exits
+    os.close(r)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+    return {"ok": True}
+
+
+def _parked_child(w: int, control: int, req: dict) -> None:
+    _close_fds_except({w, control})
+    libc.prctl(libc.PR_SET_DUMPABLE, 0)
+    userns = _join_and_make_userns(req)
+    os.write(w, (json.dumps({"parked": True}) + "\n").encode())
+    data = _read_all(control)
+    if not data:
+        return  # unparked
+    spec = json.loads(data)
+    _build_rest(w, spec, userns)
+
+
+def _spawn_parked(req: dict) -> dict:
+    entry = _parked.pop(req["slot"], None)
+    if entry is None:
+        return {"error": f"no parked slot {req['slot']}"}
+    pid, cw, r = entry
+    _parking.pop(r, None)
+    try:
+        os.write(cw, json.dumps(req).encode())  # specs are far below the pipe's 64 KiB
+    finally:
+        os.close(cw)
+    try:
+        data = _read_all(r)
+    finally:
+        os.close(r)
+    os.waitpid(pid, 0)
+    return _spawn_result([json.loads(x) for x in data.splitlines() if x.strip()])
+
+
 def _spawn(req: dict) -> dict:
     _pid, lines = _run_child(_build_sandbox, req)
+    return _spawn_result(lines)
+
+
+def _spawn_result(lines: list[dict]) -> dict:
     err = _first_error(lines)
     pids = [line["pid"] for line in lines if "pid" in line]
     if err:
         return {"error": err["error"], "errno": err.get("errno"), "pid": pids[0] if pids else None}
     if not pids:
         return {"error": "sandbox setup ended without reporting its init"}
-    return {"pid": pids[0]}
+    trace = {}
+    for line in lines:
+        trace.update(line.get("trace") or {})
+        trace.update({f"init: {k}": v for k, v in (line.get("trace_init") or {}).items()})
+    return {"pid": pids[0], "trace": trace}
 
 
 def _exec(req: dict, fds: list[int]) -> tuple[dict, list[int]]:
@@ -296,16 +399,21 @@ def _exec(req: dict, fds: list[int]) -> tuple[dict, list[int]]:
 # ---------------------------------------------------------------------------
 # children (run after fork, in the spawner's single thread; never return normally)
 
+_TRACE: dict[str, float] = {}  # step -> ms, in a child; sent with its report
+
+
 class _Step:
-    """Names the setup step in any error, so a failure says what it was doing."""
+    """Names the setup step in any error, so a failure says what it was doing; timed."""
 
     def __init__(self, name: str):
         self.name = name
 
     def __enter__(self):
+        self.t0 = time.perf_counter()
         return self
 
     def __exit__(self, typ, exc, tb):
+        _TRACE[self.name] = round((time.perf_counter() - self.t0) * 1000, 3)
         if exc is not None and not hasattr(exc, "step"):
             try:
                 exc.step = self.name
@@ -350,16 +458,23 @@ def _become_ns_root() -> None:
     os.setresuid(0, 0, 0)
 
 
-def _build_sandbox(w: int, req: dict) -> None:
-    _close_fds_except({w})
-    libc.prctl(libc.PR_SET_DUMPABLE, 0)
-    d = req["dir"]
-    rootfs = f"{d}/rootfs"
+def _join_and_make_userns(req: dict) -> int:
     with _Step("joining the sandbox cgroup"):
         for path in req["cgroup_files"]:
             _write_file(path, str(os.getpid()))
     with _Step("creating the user namespace"):
-        userns = _make_userns(req["uid_base"], req["uid_count"])
+        return _make_userns(req["uid_base"], req["uid_count"])
+
+
+def _build_sandbox(w: int, req: dict) -> None:
+    _close_fds_except({w})
+    libc.prctl(libc.PR_SET_DUMPABLE, 0)
+    _build_rest(w, req, _join_and_make_userns(req))
+
+
+def _build_rest(w: int, req: dict, userns: int) -> None:
+    d = req["dir"]
+    rootfs = f"{d}/rootfs"
     init_fd = os.open(req["init"], os.O_RDONLY | os.O_CLOEXEC)
     with _Step("mounting the root filesystem"):
         libc.unshare(libc.CLONE_NEWNS)
@@ -387,12 +502,12 @@ def _build_sandbox(w: int, req: dict) -> None:
     if g == 0:
         code = 0
         try:
-            _init_child(req, init_fd)
+            _init_child(req, init_fd, w)
         except BaseException as e:  # noqa: BLE001
             _child_report_error(w, getattr(e, "step", "starting init"), e)
             code = 1
         os._exit(code)
-    os.write(w, (json.dumps({"pid": g}) + "\n").encode())
+    os.write(w, (json.dumps({"pid": g, "trace": _TRACE}) + "\n").encode())
 
 
 def _mount_dev(rootfs: str, shm_size: int) -> None:
@@ -446,7 +561,7 @@ def _mask_paths(rootfs: str) -> None:
                        libc.MS_BIND | libc.MS_REMOUNT | libc.MS_RDONLY | libc.MS_REC | PROC_FLAGS)
 
 
-def _init_child(req: dict, init_fd: int) -> None:
+def _init_child(req: dict, init_fd: int, report_fd: int) -> None:
     """PID 1 of the new pid namespace: finish the filesystem and become catatonit."""
     os.umask(0o022)
     # Its own session and process group: no signal sent to the daemon's group (a
@@ -475,6 +590,8 @@ def _init_child(req: dict, init_fd: int) -> None:
     for fd in (0, 1, 2):
         os.dup2(null, fd)
     os.close(null)
+    if req.get("trace"):
+        os.write(report_fd, (json.dumps({"trace_init": _TRACE}) + "\n").encode())
     with _Step("starting catatonit"):
         os.execve(init_fd, ["catatonit", "-P"], {"PATH": DEFAULT_PATH})
 
@@ -621,6 +738,7 @@ class SpawnerClient:
     on_exit: object = None  # callable(pid, code)
     _next: int = 0
     _waiting: dict = field(default_factory=dict)
+    _parked_waiting: dict = field(default_factory=dict)
     _loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
@@ -656,6 +774,14 @@ class SpawnerClient:
                 if self.on_exit:
                     self.on_exit(msg["pid"], msg["code"])
                 continue
+            if msg.get("event") == "parked":
+                fut = self._parked_waiting.pop(msg["slot"], None)
+                if fut is not None and not fut.done():
+                    if msg.get("error"):
+                        fut.set_exception(SandboxError(f"parking failed: {msg['error']}"))
+                    else:
+                        fut.set_result(True)
+                continue
             fut = self._waiting.pop(msg.get("req"), None)
             if fut is None or fut.done():
                 for fd in fds:
@@ -676,6 +802,20 @@ class SpawnerClient:
         self._waiting[self._next] = fut
         _send_blocking(self.sock, msg)
         return await fut
+
+    async def park(self, slot: str, spec: dict) -> asyncio.Future:
+        """Start a warm slot; the returned future resolves when it is parked."""
+        fut = self._loop.create_future()
+        self._parked_waiting[slot] = fut
+        reply, _ = await self.request(dict(spec, op="park", slot=slot))
+        if "error" in reply:
+            self._parked_waiting.pop(slot, None)
+            raise _spawn_error("parking a warm slot", reply)
+        return fut
+
+    async def unpark(self, slot: str) -> None:
+        self._parked_waiting.pop(slot, None)
+        await self.request({"op": "unpark", "slot": slot})
 
     async def spawn(self, spec: dict) -> int:
         reply, _ = await self.request(dict(spec, op="spawn"))
