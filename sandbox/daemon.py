@@ -49,7 +49,7 @@ async def _body(request: web.Request) -> dict:
     try:
         raw = await request.read()
         data = json.loads(raw or b"{}")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidRequest("the request body must be JSON") from None
     if not isinstance(data, dict):
         raise InvalidRequest("the request body must be a JSON object")
@@ -123,6 +123,7 @@ class Daemon:
         return _json({"name": e.config.name, "state_dir": str(e.config.state_dir),
                       "cgroup_version": e.cgroups.version, "sandboxes": len(e.records),
                       "running": running, "subnet": e.config.subnet,
+                      "warm_slots": [w.id for w in e._warm if w.ready.done()],
                       "uptime": time.time() - self.started, "pid": os.getpid()})
 
     async def images(self, request):

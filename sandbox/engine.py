@@ -204,11 +204,11 @@ class Engine:
             raise Conflict(f"home {req.home!r} is in use by another sandbox", field="home")
         if req.cpuset:
             self._check_cpuset(req.cpuset)
-        slot = self._take_warm_slot()
-        sid = slot.id if slot else secrets.token_hex(6)
         limits = Limits(cpus=req.cpus, cpu_weight=req.cpu_weight, cpuset=req.cpuset,
                         memory=req.memory, swap=req.swap, pids=req.pids, io_weight=req.io_weight)
         limits.validate()
+        slot = self._take_warm_slot()  # from here on, every path ends in the try below
+        sid = slot.id if slot else secrets.token_hex(6)
         rec = SandboxRecord(id=sid, image=image.name, hostname=req.hostname or f"sb-{sid[:8]}",
                             limits=asdict(limits), disk=req.disk, shm=req.shm, home=req.home,
                             uid_block=-1, group=f"{self.config.cgroup_prefix}/{sid}",

@@ -37,7 +37,7 @@ def parse_size(value, what: str, *, minimum: int = 0, maximum: int = MAX_DISK) -
     if isinstance(value, int):
         n = value
     elif isinstance(value, str):
-        m = _SIZE_RE.match(value)
+        m = _SIZE_RE.fullmatch(value)
         if not m or m.group(2).lower() not in _UNITS:
             raise InvalidRequest(f"{what} must be a size like 512m or 2g, not {value!r}", field=what)
         n = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
@@ -82,7 +82,7 @@ def _string(payload, key, regex, hint, default=None):
     v = payload.get(key, default)
     if v is None:
         return None
-    if not isinstance(v, str) or not regex.match(v):
+    if not isinstance(v, str) or not regex.fullmatch(v):
         raise InvalidRequest(f"{key} must be {hint}", field=key)
     return v
 
@@ -175,7 +175,7 @@ class ExecRequest:
         user = p.get("user", 0)
         if isinstance(user, bool) or not (
                 (isinstance(user, int) and 0 <= user < 65536)
-                or (isinstance(user, str) and USER_RE.match(user))):
+                or (isinstance(user, str) and USER_RE.fullmatch(user))):
             raise InvalidRequest("user must be a user name or a uid from 0 to 65535", field="user")
         cwd = p.get("cwd")
         if cwd is not None and (not isinstance(cwd, str) or not cwd.startswith("/")
@@ -183,7 +183,7 @@ class ExecRequest:
             raise InvalidRequest("cwd must be an absolute path", field="cwd")
         env = p.get("env") or {}
         if (not isinstance(env, dict) or len(env) > MAX_ENV
-                or any(not isinstance(k, str) or not ENV_RE.match(k) or not isinstance(v, str)
+                or any(not isinstance(k, str) or not ENV_RE.fullmatch(k) or not isinstance(v, str)
                        or "\0" in v or len(v) > 32 * KIB for k, v in env.items())):
             raise InvalidRequest("env must map variable names to strings", field="env")
         rows = _number(p, "rows", lo=1, hi=1000, integer=True) or 24
@@ -192,6 +192,6 @@ class ExecRequest:
 
 
 def check_sandbox_id(value: str) -> str:
-    if not isinstance(value, str) or not SANDBOX_ID_RE.match(value):
+    if not isinstance(value, str) or not SANDBOX_ID_RE.fullmatch(value):
         raise InvalidRequest("a sandbox id is 12 hex digits", field="id")
     return value

@@ -46,6 +46,18 @@ def _processes_with_uid_in(bases: set[int]) -> list[int]:
     return pids
 
 
+def _settled(client, timeout: float = 10.0) -> set[str]:
+    """Wait until the daemon's warm slots are refilled; return the ids of those slots."""
+    from sandbox.config import HostConfig as _HC
+
+    deadline = time.monotonic() + timeout
+    while True:
+        warm = client.info()["warm_slots"]
+        if len(warm) >= _HC().warm or time.monotonic() > deadline:
+            return set(warm)
+        time.sleep(0.05)
+
+
 def _mounts_under(path: Path) -> list[str]:
     return [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
             if str(path) in line.split()[4] and "/storage " not in line + " "]
@@ -54,8 +66,9 @@ def _mounts_under(path: Path) -> list[str]:
 def test_200_create_destroy_cycles_leave_nothing_behind(sandboxd, client):
     tag = HostConfig(name=sandboxd.name).tag
     volumes = sandboxd.state_dir / "storage" / "sandboxes"
-    before = (_cgroup_children(sandboxd.name), _links(f"nl{tag}"), set(os.listdir(volumes)),
-              len(list((sandboxd.state_dir / "sandboxes").iterdir())))
+    warm = _settled(client)
+    before = (_cgroup_children(sandboxd.name) - warm, _links(f"nl{tag}"),
+              set(os.listdir(volumes)), len(list((sandboxd.state_dir / "sandboxes").iterdir())))
     bases = set()
     for i in range(200):
         sb = client.create(cpus=0.5, memory="64m", pids=32, disk="32m")
@@ -63,8 +76,9 @@ def test_200_create_destroy_cycles_leave_nothing_behind(sandboxd, client):
         if i % 50 == 0:  # now and then, really use it before tearing it down
             assert client.run(sb["id"], ["true"])["exit_code"] == 0
         client.destroy(sb["id"])
-    after = (_cgroup_children(sandboxd.name), _links(f"nl{tag}"), set(os.listdir(volumes)),
-             len(list((sandboxd.state_dir / "sandboxes").iterdir())))
+    warm = _settled(client)
+    after = (_cgroup_children(sandboxd.name) - warm, _links(f"nl{tag}"),
+             set(os.listdir(volumes)), len(list((sandboxd.state_dir / "sandboxes").iterdir())))
     assert after == before, f"leftovers after 200 cycles: before {before}, after {after}"
     assert _processes_with_uid_in(bases) == [], "sandbox processes survived their sandbox"
     assert _mounts_under(volumes) == [], "mounts of destroyed sandboxes remain on the host"
@@ -169,7 +183,8 @@ def test_kill_9_daemon_recovers_live_sandboxes_and_cleans_dead_ones(second_daemo
         r = c.run(b["id"], ["cat", "/root/f"])
         assert r["stdout"] == "mine\n", "adopted sandboxes are usable again"
     tag = HostConfig(name=d.name).tag
-    assert _cgroup_children(d.name) == {b["id"] for b in boxes[1:]}
+    warm = _settled(c)
+    assert _cgroup_children(d.name) - warm == {b["id"] for b in boxes[1:]}
     assert _links(f"nl{tag}") - {f"nlbr{tag}"} == {f"nl{tag}{b['id'][:9]}" for b in boxes[1:]}
     # Nothing of the dead sandbox is lost: started again, its home is there.
     c.start(victim["id"])
