@@ -96,9 +96,10 @@ def require_root() -> None:
 def leftovers(name: str, state_dir: Path, tag: str) -> list[str]:
     """Kernel objects that a daemon named `name` could have left behind."""
     found = []
-    for hierarchy in Path("/sys/fs/cgroup").iterdir():
-        if (hierarchy / "nslab" / name).exists():
-            found.append(f"cgroup {hierarchy / 'nslab' / name}")
+    root = Path("/sys/fs/cgroup")
+    for base in (root, *(h for h in root.iterdir() if h.is_dir())):  # v2, then v1 hierarchies
+        if (base / "nslab" / name).exists():
+            found.append(f"cgroup {base / 'nslab' / name}")
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     for line in links.splitlines():
         ifname = line.split(":")[1].strip().split("@")[0]

@@ -18,9 +18,11 @@ pytestmark = pytest.mark.privileged
 
 
 def _cgroup_children(name: str) -> set[str]:
+    """Sandbox cgroups of daemon `name`, on cgroup v2 or in any v1 hierarchy."""
+    root = Path("/sys/fs/cgroup")
     found = set()
-    for hierarchy in Path("/sys/fs/cgroup").iterdir():
-        d = hierarchy / "nslab" / name
+    for base in (root, *(h for h in root.iterdir() if h.is_dir())):
+        d = base / "nslab" / name
         if d.is_dir():
             found |= {p.name for p in d.iterdir() if p.is_dir()}
     return found
