@@ -44,20 +44,29 @@ def _table(rows: list[list[str]], header: list[str]) -> None:
 # ---------------------------------------------------------------- sandboxd
 
 def cmd_sandboxd(args) -> int:
-    from sandbox import daemon
-    from sandbox.client import resolve_socket
     from sandbox.config import DEFAULT_STATE_DIR, HostConfig, default_socket_path
     from sandbox.requests import parse_size
 
+    if os.geteuid() != 0:
+        raise SandboxError("sandboxd must run as root (it creates namespaces, cgroups, "
+                           "mounts and network devices)")
     config = HostConfig(name=args.name, state_dir=Path(args.state_dir or DEFAULT_STATE_DIR),
                         subnet=args.subnet, socket_group=args.socket_group, warm=args.warm,
                         storage_size=parse_size(args.storage_size, "storage-size",
                                                 minimum=1 << 30))
+    # The spawner is forked now, before the daemon's own imports (aiohttp, pyroute2):
+    # every sandbox and exec is a fork of it, and a small process forks faster.
+    from sandbox.spawner import SpawnerClient
+
+    spawner = SpawnerClient.fork()
+    from sandbox import daemon
+    from sandbox.client import resolve_socket
+
     socket_path = Path(args.socket) if args.socket else (
         resolve_socket(None) if args.name == "default" else default_socket_path(args.name))
     return daemon.run(config, socket_path, listen=args.listen,
                       token_file=Path(args.token_file) if args.token_file else None,
-                      teardown=args.teardown)
+                      teardown=args.teardown, spawner=spawner)
 
 
 # ---------------------------------------------------------------- sandbox

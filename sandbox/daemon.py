@@ -366,10 +366,17 @@ async def _teardown(config: HostConfig, spawner: SpawnerClient) -> None:
 
 
 def run(config: HostConfig, socket_path: Path, listen: str | None = None,
-        token_file: Path | None = None, teardown: bool = False) -> int:
-    """Entry point of `nslab sandboxd`: fork the spawner first, then serve."""
+        token_file: Path | None = None, teardown: bool = False,
+        spawner: SpawnerClient | None = None) -> int:
+    """Entry point of `nslab sandboxd`: fork the spawner first (or take the one the
+    caller forked before importing much), then serve."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s sandboxd %(levelname)s %(message)s")
-    lock_fd = _lock_state_dir(config)
+    try:
+        lock_fd = _lock_state_dir(config)
+    except SandboxError:
+        if spawner is not None:
+            spawner.close()
+        raise
     token = None
     if listen:
         if not token_file:
@@ -377,7 +384,8 @@ def run(config: HostConfig, socket_path: Path, listen: str | None = None,
         token = Path(token_file).read_text().strip()
         if len(token) < 16:
             raise InvalidRequest("the token must be at least 16 characters", field="token_file")
-    spawner = SpawnerClient.fork()  # while this process still has one thread
+    if spawner is None:
+        spawner = SpawnerClient.fork()  # while this process still has one thread
     try:
         if teardown:
             asyncio.run(_teardown(config, spawner))

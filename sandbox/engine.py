@@ -375,7 +375,13 @@ class Engine:
         if rec is None or rec.state != "running":
             return
         log.info("sandbox %s: init exited; stopping it", sid)
-        asyncio.get_running_loop().create_task(self.stop(sid))
+        asyncio.get_running_loop().create_task(self._stop_after_init_exit(sid))
+
+    async def _stop_after_init_exit(self, sid: str) -> None:
+        try:
+            await self.stop(sid)
+        except NotFound:
+            pass  # destroyed meanwhile: nothing left to stop
 
     def _on_process_exit(self, pid: int, code: int) -> None:
         session = self._sessions_by_pid.pop(pid, None)

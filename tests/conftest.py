@@ -151,3 +151,12 @@ def sandbox(client):
     except Exception as e:  # noqa: BLE001 - the test may have destroyed it itself
         if getattr(e, "status", None) != 404:
             raise
+
+
+@pytest.fixture(scope="module")
+def box(sandboxd):
+    """One sandbox shared by a module's checks that do not change it; destroyed afterwards."""
+    c = sandboxd.client()
+    sb = c.create(cpus=1.0, memory="256m", pids=256, disk="256m")
+    yield sb
+    c.destroy(sb["id"], purge=True)

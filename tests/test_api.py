@@ -113,15 +113,6 @@ def refused(sandboxd, client, method: str, path: str, body, *,
     return err
 
 
-@pytest.fixture(scope="module")
-def box(sandboxd):
-    """One running sandbox for the exec and run payload checks of this module."""
-    c = sandboxd.client()
-    sb = c.create(cpus=1.0, memory="256m", pids=256, disk="256m")
-    yield sb
-    c.destroy(sb["id"], purge=True)
-
-
 # --------------------------------------------------------------------------- the socket
 
 def test_socket_is_mode_0660(sandboxd):

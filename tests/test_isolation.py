@@ -135,15 +135,6 @@ def host_cgroup_file(info: dict, group: str, controller: str, name: str) -> Path
     return Path("/sys/fs/cgroup") / group / name
 
 
-@pytest.fixture(scope="module")
-def box(sandboxd):
-    """One sandbox shared by the read-only checks of this module; destroyed afterwards."""
-    c = sandboxd.client()
-    sb = c.create(cpus=1.0, memory="256m", pids=256, disk="256m")
-    yield sb
-    c.destroy(sb["id"], purge=True)
-
-
 # --------------------------------------------------------------------------- identity
 
 def test_hostname_is_the_sandboxes_own(client, box):
