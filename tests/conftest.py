@@ -41,6 +41,7 @@ class Daemon:
         self.subnet = subnet
         self.log = base / "sandboxd.log"
         self.proc: subprocess.Popen | None = None
+        self.extra_args: list[str] = []  # only for serving, not for --teardown
 
     @property
     def args(self) -> list[str]:
@@ -51,7 +52,8 @@ class Daemon:
         if self.socket.exists():
             self.socket.unlink()
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([*NSLAB, "sandboxd", *self.args], stdout=log,
+            self.proc = subprocess.Popen([*NSLAB, "sandboxd", *self.args, *self.extra_args],
+                                         stdout=log,
                                          stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + timeout
         while not self.socket.exists():

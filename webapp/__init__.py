@@ -1,0 +1,111 @@
+"""nslab's web app: accounts, courses, lessons; the terminal relay joins through `socketio`.
+
+Run it with gunicorn (one worker, threads: Socket.IO sessions live in one process):
+`gunicorn -w 1 --threads 64 'webapp:create_app()'`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+from flask import Flask
+from sqlalchemy import event
+
+from .config import ROOT, Config
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def create_app(config: Config | Mapping | None = None) -> Flask:
+    """Make the app. `config` is a Config (or TestConfig), or a mapping laid over Config()."""
+    if config is None or isinstance(config, Mapping):
+        overrides = config or {}
+        config = Config()
+        for key, value in overrides.items():
+            setattr(config, key, value)
+    app = Flask(__name__, instance_path=_abs(config.INSTANCE_PATH),
+                static_folder=str(ROOT / "static"), template_folder="templates")
+    app.config.from_object(config)
+    instance = Path(app.instance_path)
+    instance.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not app.config.get("SQLALCHEMY_DATABASE_URI"):
+        app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{instance / 'nslab.db'}"
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = load_secret_key(instance / "secret_key")
+    if app.config.get("PROXIES"):
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        n = app.config["PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
+
+    from . import models  # noqa: F401 - the tables must be known before migrate/metadata use
+    from .extensions import csrf, db, login_manager, migrate, socketio
+
+    db.init_app(app)
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            event.listen(db.engine, "connect", _sqlite_pragmas)
+    migrate.init_app(app, db, directory=str(MIGRATIONS), render_as_batch=True)
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    socketio.init_app(app, async_mode="threading")
+
+    from . import api, auth, courses, dashboard, errors, labs
+
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(dashboard.bp)
+    app.register_blueprint(courses.bp)
+    app.register_blueprint(labs.bp)
+    app.register_blueprint(api.bp)
+    errors.register(app)
+
+    @app.after_request
+    def security_headers(response):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        if app.config.get("CONTENT_SECURITY_POLICY"):
+            response.headers.setdefault("Content-Security-Policy",
+                                        app.config["CONTENT_SECURITY_POLICY"])
+        return response
+
+    return app
+
+
+def load_secret_key(path: Path) -> str:
+    """The key in `path`, made once (mode 0600) if it is not there yet."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    # Written aside and linked into place: two workers starting together agree on one key,
+    # and nobody ever reads a half-written file.
+    key = secrets.token_hex(32)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(key + "\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return path.read_text().strip()
+    finally:
+        tmp.unlink()
+    return key
+
+
+def _abs(path: str | None) -> str | None:
+    return str(Path(path).resolve()) if path else None
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # WAL lets page loads read while a request writes; foreign keys are off by default in SQLite.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()

@@ -1,0 +1,71 @@
+"""Configuration, read from the environment when a Config is made (never at import time).
+
+| variable             | meaning                                                          |
+|----------------------|------------------------------------------------------------------|
+| NSLAB_INSTANCE       | instance dir: database, secret key (default: ./instance in a checkout) |
+| DATABASE_URL         | SQLAlchemy URL (default: SQLite file <instance>/nslab.db)        |
+| SECRET_KEY           | session signing key (default: generated once into <instance>/secret_key, 0600) |
+| NSLAB_SOCKET         | sandboxd's socket for the web app's client                       |
+| NSLAB_LABS           | lab content dir (default: labs/ beside this package)             |
+| NSLAB_COOKIE_SECURE  | 1: cookies only over HTTPS (set it when served over HTTPS)       |
+| NSLAB_PROXIES        | number of trusted reverse proxies in front (X-Forwarded-For/-Proto) |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TRUE = {"1", "true", "yes", "on"}
+
+
+class Config:
+    SESSION_COOKIE_NAME = "nslab_session"
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    PERMANENT_SESSION_LIFETIME = timedelta(hours=12)
+    # A lab page stays open for hours; a form token that expires after one would lose work.
+    WTF_CSRF_TIME_LIMIT = None
+    MAX_CONTENT_LENGTH = 1 << 20
+    SQLALCHEMY_TRACK_MODIFICATIONS = False
+    LOGIN_MAX_FAILURES = 5
+    LOGIN_FAILURE_WINDOW = timedelta(minutes=5)
+    # 'unsafe-inline' styles: xterm.js writes <style> elements for its themes.
+    CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; "
+                               "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                               "connect-src 'self'; object-src 'none'; base-uri 'self'; "
+                               "form-action 'self'; frame-ancestors 'none'")
+
+    def __init__(self, environ: Mapping[str, str] | None = None):
+        env = os.environ if environ is None else environ
+        self.INSTANCE_PATH = env.get("NSLAB_INSTANCE") or None
+        self.SQLALCHEMY_DATABASE_URI = _database_url(env.get("DATABASE_URL"))
+        self.SECRET_KEY = env.get("SECRET_KEY") or None
+        self.NSLAB_SOCKET = env.get("NSLAB_SOCKET") or None
+        self.LABS_DIR = env.get("NSLAB_LABS") or str(ROOT / "labs")
+        self.SESSION_COOKIE_SECURE = env.get("NSLAB_COOKIE_SECURE", "").lower() in TRUE
+        self.PROXIES = int(env.get("NSLAB_PROXIES") or 0)
+
+
+class TestConfig(Config):
+    """Everything under one temp dir; the caller's environment is not read."""
+
+    TESTING = True
+    WTF_CSRF_ENABLED = False
+
+    def __init__(self, instance_path: str | os.PathLike, **overrides):
+        super().__init__(environ={})
+        self.INSTANCE_PATH = str(instance_path)
+        for key, value in overrides.items():
+            setattr(self, key, value)
+
+
+def _database_url(url: str | None) -> str | None:
+    # Heroku-style URLs say postgres://, which SQLAlchemy 2 no longer accepts.
+    if url and url.startswith("postgres://"):
+        return "postgresql://" + url[len("postgres://"):]
+    return url or None

@@ -1,0 +1,188 @@
+"""Database models (SQLAlchemy 2 typed style). Schema changes go through webapp/migrations."""
+
+from __future__ import annotations
+
+import enum
+import re
+import secrets
+from datetime import datetime, timezone
+
+from flask_login import UserMixin
+from sqlalchemy import DateTime, Enum, ForeignKey, Index, String, UniqueConstraint, select
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .extensions import db
+
+USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,31}$")
+# A lab id names a folder under labs/, so it must never hold a path separator or "..".
+LAB_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+# Join codes are read aloud in a classroom: no I or O (they look like 1 and 0).
+JOIN_LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"
+JOIN_CODE_RE = re.compile(rf"^[{JOIN_LETTERS}]{{4}}-[0-9]{{4}}$")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _enum(cls: type[enum.Enum]) -> Enum:
+    # Stored as the lower-case value in a VARCHAR (no native enum type, no CHECK), so adding a
+    # member later needs no table rebuild on SQLite.
+    return Enum(cls, native_enum=False, create_constraint=False, length=16,
+                values_callable=lambda e: [m.value for m in e])
+
+
+class Role(enum.StrEnum):
+    INSTRUCTOR = "instructor"
+    LEARNER = "learner"
+
+
+class SandboxState(enum.StrEnum):
+    CREATING = "creating"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+def normalize_username(name: str) -> str:
+    return name.strip().lower()
+
+
+def normalize_join_code(code: str) -> str:
+    """'abcd 1234', 'abcd1234' and ' ABCD-1234 ' all mean 'ABCD-1234'."""
+    compact = re.sub(r"[\s-]", "", code).upper()
+    return f"{compact[:4]}-{compact[4:]}" if len(compact) == 8 else compact
+
+
+def new_join_code() -> str:
+    letters = "".join(secrets.choice(JOIN_LETTERS) for _ in range(4))
+    return f"{letters}-{secrets.randbelow(10_000):04d}"
+
+
+class User(UserMixin, db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(32), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[Role] = mapped_column(_enum(Role))
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    teaching: Mapped[list[Course]] = relationship(back_populates="instructor",
+                                                  order_by="Course.created")
+    enrollments: Mapped[list[Enrollment]] = relationship(back_populates="user",
+                                                         cascade="all, delete-orphan")
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+    @property
+    def is_instructor(self) -> bool:
+        return self.role == Role.INSTRUCTOR
+
+    @classmethod
+    def by_name(cls, username: str) -> User | None:
+        return db.session.scalar(select(cls).where(cls.username == normalize_username(username)))
+
+    def __repr__(self) -> str:
+        return f"<User {self.username} {self.role.value}>"
+
+
+class Course(db.Model):
+    __tablename__ = "courses"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(120))
+    join_code: Mapped[str] = mapped_column(String(9), unique=True)
+    instructor_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    instructor: Mapped[User] = relationship(back_populates="teaching")
+    enrollments: Mapped[list[Enrollment]] = relationship(back_populates="course",
+                                                         cascade="all, delete-orphan",
+                                                         order_by="Enrollment.created")
+    labs: Mapped[list[CourseLab]] = relationship(back_populates="course",
+                                                 cascade="all, delete-orphan",
+                                                 order_by="CourseLab.position")
+
+    @classmethod
+    def by_code(cls, code: str) -> Course | None:
+        return db.session.scalar(select(cls).where(cls.join_code == normalize_join_code(code)))
+
+    def is_taught_by(self, user: User) -> bool:
+        return user.is_authenticated and self.instructor_id == user.id
+
+    def has_learner(self, user: User) -> bool:
+        return user.is_authenticated and db.session.scalar(
+            select(Enrollment.id).where(Enrollment.course_id == self.id,
+                                        Enrollment.user_id == user.id)) is not None
+
+    def lab(self, lab_id: str) -> CourseLab | None:
+        return next((lab for lab in self.labs if lab.lab_id == lab_id), None)
+
+    def __repr__(self) -> str:
+        return f"<Course {self.id} {self.join_code}>"
+
+
+class Enrollment(db.Model):
+    __tablename__ = "enrollments"
+    __table_args__ = (UniqueConstraint("user_id", "course_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    course_id: Mapped[int] = mapped_column(ForeignKey("courses.id", ondelete="CASCADE"),
+                                           index=True)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    user: Mapped[User] = relationship(back_populates="enrollments")
+    course: Mapped[Course] = relationship(back_populates="enrollments")
+
+
+class CourseLab(db.Model):
+    """A lab in a course's syllabus. `lab_id` names a folder under labs/ (issue 4)."""
+
+    __tablename__ = "course_labs"
+    __table_args__ = (UniqueConstraint("course_id", "lab_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    course_id: Mapped[int] = mapped_column(ForeignKey("courses.id", ondelete="CASCADE"))
+    lab_id: Mapped[str] = mapped_column(String(64))
+    position: Mapped[int] = mapped_column(default=0)
+
+    course: Mapped[Course] = relationship(back_populates="labs")
+
+
+class SandboxAssignment(db.Model):
+    """Which sandbox serves one learner's lab in one course."""
+
+    __tablename__ = "sandbox_assignments"
+    __table_args__ = (UniqueConstraint("user_id", "course_id", "lab_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    course_id: Mapped[int] = mapped_column(ForeignKey("courses.id", ondelete="CASCADE"),
+                                           index=True)
+    lab_id: Mapped[str] = mapped_column(String(64))
+    sandbox_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    state: Mapped[SandboxState] = mapped_column(_enum(SandboxState),
+                                                default=SandboxState.CREATING)
+    last_active: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    user: Mapped[User] = relationship()
+    course: Mapped[Course] = relationship()
+
+
+class LoginFailure(db.Model):
+    """One failed sign-in, kept for the rate limit's window (see auth.py)."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_key", "username", "address", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
