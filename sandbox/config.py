@@ -100,16 +100,11 @@ class HostConfig:
         return self.state_dir / "storage"
 
     @property
-    def daemon_run_dir(self) -> Path:
-        return self.run_dir / self.name
-
-    @property
     def uid_claims_dir(self) -> Path:
         # Machine-wide on purpose: all daemons share one set of uid blocks.
         return DEFAULT_RUN_DIR / "uid-blocks"
 
     def ensure_dirs(self) -> None:
-        for d in (self.state_dir, self.sandboxes_dir, self.images_dir, self.daemon_run_dir,
-                  self.uid_claims_dir):
+        for d in (self.state_dir, self.sandboxes_dir, self.images_dir, self.uid_claims_dir):
             d.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o711)
