@@ -124,6 +124,8 @@ class Daemon:
                       "cgroup_version": e.cgroups.version, "sandboxes": len(e.records),
                       "running": running, "subnet": e.config.subnet,
                       "warm_slots": [w.id for w in e._warm if w.ready.done()],
+                      "warm_pending": sum(1 for w in e._warm if not w.ready.done())
+                      + int(e._refill is not None and not e._refill.done()),
                       "uptime": time.time() - self.started, "pid": os.getpid()})
 
     async def images(self, request):

@@ -54,9 +54,10 @@ def _settled(client, timeout: float = 10.0) -> set[str]:
 
     deadline = time.monotonic() + timeout
     while True:
-        warm = client.info()["warm_slots"]
-        if len(warm) >= _HC().warm or time.monotonic() > deadline:
-            return set(warm)
+        info = client.info()
+        if (len(info["warm_slots"]) >= _HC().warm and not info["warm_pending"]) \
+                or time.monotonic() > deadline:
+            return set(info["warm_slots"])
         time.sleep(0.05)
 
 
