@@ -1,4 +1,5 @@
-"""The `nslab` command: one entry point for the daemon, sandboxes, images and benchmarks.
+"""The `nslab` command: one entry point for the daemon, sandboxes, images, benchmarks and
+the web app's administration (database, users, courses).
 
 Usage errors exit 2, operational errors exit 1 with one line `nslab: error: ...`;
 `nslab sandbox exec` exits with the command's own exit code.
@@ -13,11 +14,16 @@ import os
 import signal
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from sandbox.errors import SandboxError
 
 EXIT_ERROR = 1
+
+
+class CommandError(Exception):
+    """Bad input for a command; the message is printed after `nslab: error: `."""
 
 
 def _add_socket(p: argparse.ArgumentParser) -> None:
@@ -268,6 +274,111 @@ def cmd_bench_sandbox(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- web app administration
+# The web app (Flask, SQLAlchemy) is imported inside these handlers only: the daemon and the
+# sandbox commands never load it.
+
+@contextmanager
+def _webapp(require_schema: bool = True):
+    """An app context on the database that DATABASE_URL (or NSLAB_INSTANCE) names. A
+    ServiceError inside becomes a CommandError, and nothing of the transaction is kept."""
+    from webapp import create_app
+    from webapp.extensions import db
+    from webapp.services import ServiceError
+
+    app = create_app()
+    with app.app_context():
+        if require_schema:
+            _check_schema(db)
+        try:
+            yield db
+        except ServiceError as e:
+            db.session.rollback()
+            raise CommandError(str(e)) from None
+
+
+def _check_schema(db) -> None:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from flask import current_app
+
+    config = current_app.extensions["migrate"].migrate.get_config()
+    head = ScriptDirectory.from_config(config).get_current_head()
+    with db.engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    where = db.engine.url.render_as_string(hide_password=True)
+    if current is None:
+        raise CommandError(f"the database {where} has no tables yet: run `nslab db upgrade` "
+                           "first")
+    if current != head:
+        raise CommandError(f"the database {where} is not up to date (revision {current}, "
+                           f"latest {head}): run `nslab db upgrade` first")
+
+
+def cmd_db_upgrade(args) -> int:
+    from flask_migrate import upgrade
+
+    with _webapp(require_schema=False) as db:
+        upgrade()
+        from alembic.runtime.migration import MigrationContext
+
+        with db.engine.connect() as conn:
+            revision = MigrationContext.configure(conn).get_current_revision()
+        print(f"database {db.engine.url.render_as_string(hide_password=True)} is at "
+              f"revision {revision}")
+    return 0
+
+
+def cmd_user_add(args) -> int:
+    import secrets
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise CommandError("--password-stdin: no password on standard input")
+    else:
+        password = secrets.token_urlsafe(12)
+    from webapp import services
+
+    with _webapp() as db:
+        user = services.create_user(args.name, password, args.role)
+        db.session.commit()
+        if not args.password_stdin:
+            print(f"created {user.role.value} {user.username!r} with password: {password}")
+    return 0
+
+
+def cmd_course_create(args) -> int:
+    from webapp import services
+    from webapp.models import User
+
+    with _webapp() as db:
+        instructor = User.by_name(args.instructor)
+        if instructor is None:
+            raise CommandError(f"there is no user named {args.instructor!r}")
+        course = services.create_course(args.title, instructor)
+        db.session.commit()
+        print(course.join_code)
+    return 0
+
+
+def cmd_course_enroll(args) -> int:
+    from webapp import services
+    from webapp.models import Course, User
+
+    with _webapp() as db:
+        course = Course.by_code(args.code)
+        if course is None:
+            raise CommandError(f"no course has the join code {args.code!r}")
+        user = User.by_name(args.name)
+        if user is None:
+            raise CommandError(f"there is no user named {args.name!r}")
+        services.enroll(user, course)
+        db.session.commit()
+        print(f"enrolled {user.username!r} in {course.title!r} ({course.join_code})")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -369,6 +480,37 @@ def build_parser() -> argparse.ArgumentParser:
                      help="idle sandboxes to create first (load test)")
     bsb.add_argument("--json", action="store_true")
     bsb.set_defaults(func=cmd_bench_sandbox)
+
+    # The web app's commands find the database through DATABASE_URL, else the SQLite file
+    # in NSLAB_INSTANCE (default ./instance); see webapp/config.py.
+    dbp = sub.add_parser("db", help="the web app's database")
+    dbs = dbp.add_subparsers(dest="db_command", metavar="COMMAND")
+    dbs.required = True
+    dbu = dbs.add_parser("upgrade", help="create or migrate the tables to the latest schema")
+    dbu.set_defaults(func=cmd_db_upgrade)
+
+    u = sub.add_parser("user", help="web app accounts")
+    us = u.add_subparsers(dest="user_command", metavar="COMMAND")
+    us.required = True
+    ua = us.add_parser("add", help="add an account (prints a generated password unless "
+                       "--password-stdin)")
+    ua.add_argument("--role", required=True, choices=["instructor", "learner"])
+    ua.add_argument("--password-stdin", action="store_true",
+                    help="read the password from the first line of standard input")
+    ua.add_argument("name")
+    ua.set_defaults(func=cmd_user_add)
+
+    co = sub.add_parser("course", help="web app courses")
+    cos = co.add_subparsers(dest="course_command", metavar="COMMAND")
+    cos.required = True
+    cc = cos.add_parser("create", help="create a course and print its join code")
+    cc.add_argument("title")
+    cc.add_argument("--instructor", required=True, metavar="NAME")
+    cc.set_defaults(func=cmd_course_create)
+    ce = cos.add_parser("enroll", help="enroll a learner in the course with this join code")
+    ce.add_argument("code", metavar="CODE")
+    ce.add_argument("name", metavar="NAME")
+    ce.set_defaults(func=cmd_course_enroll)
     return p
 
 
@@ -378,6 +520,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except SandboxError as e:
         print(f"nslab: error: {e.message}", file=sys.stderr)
+        return EXIT_ERROR
+    except CommandError as e:
+        print(f"nslab: error: {e}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

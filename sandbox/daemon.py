@@ -90,6 +90,12 @@ class Daemon:
     def __init__(self, engine: Engine):
         self.engine = engine
         self.started = time.time()
+        self.streams: set[web.WebSocketResponse] = set()
+
+    async def close_streams(self) -> None:
+        """On shutdown: clients reattach to the next daemon; don't wait for them to leave."""
+        for ws in list(self.streams):
+            await ws.close(code=1001, message=b"sandboxd is shutting down")
 
     def app(self, token: str | None = None) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY,
@@ -238,6 +244,7 @@ class Daemon:
         replay = request.query.get("replay", "1") in ("1", "true")
         ws = web.WebSocketResponse(max_msg_size=MAX_BODY, heartbeat=30, compress=False)
         await ws.prepare(request)
+        self.streams.add(ws)
         att = session.attach(readonly=readonly, replay=replay)
         writer = asyncio.create_task(self._pump(ws, att))
         try:
@@ -252,6 +259,7 @@ class Daemon:
         finally:
             writer.cancel()
             att.close()
+            self.streams.discard(ws)
         return ws
 
     @staticmethod
@@ -321,7 +329,8 @@ async def serve(config: HostConfig, spawner: SpawnerClient, socket_path: Path,
     engine = Engine(config, spawner)
     await engine.start()
     daemon = Daemon(engine)
-    runner = web.AppRunner(daemon.app(token), access_log=None, handle_signals=False)
+    runner = web.AppRunner(daemon.app(token), access_log=None, handle_signals=False,
+                           shutdown_timeout=2.0)
     await runner.setup()
     socket_path.parent.mkdir(parents=True, exist_ok=True)
     if socket_path.exists() or socket_path.is_symlink():
@@ -348,6 +357,7 @@ async def serve(config: HostConfig, spawner: SpawnerClient, socket_path: Path,
         await stop.wait()
     finally:
         reaper.cancel()
+        await daemon.close_streams()
         await engine.shutdown()
         await runner.cleanup()
         try:

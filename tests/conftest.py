@@ -162,3 +162,44 @@ def box(sandboxd):
     sb = c.create(cpus=1.0, memory="256m", pids=256, disk="256m")
     yield sb
     c.destroy(sb["id"], purge=True)
+
+
+# ---------------------------------------------------------------- web app
+
+@pytest.fixture(scope="session")
+def webapp_schema(tmp_path_factory):
+    """A SQLite file with the web app's tables, made once by running the Alembic migrations."""
+    from flask_migrate import upgrade
+
+    from webapp import create_app
+    from webapp.config import TestConfig
+    from webapp.extensions import db
+
+    base = tmp_path_factory.mktemp("webapp-schema")
+    app = create_app(TestConfig(base))
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()  # the last connection closes: WAL checkpointed into the file
+    return base / "nslab.db"
+
+
+@pytest.fixture
+def app(tmp_path, webapp_schema):
+    """The web app (TestConfig, CSRF off) on its own migrated SQLite file in tmp_path."""
+    import shutil
+
+    from webapp import create_app
+    from webapp.config import TestConfig
+    from webapp.extensions import db
+
+    shutil.copy(webapp_schema, tmp_path / "nslab.db")
+    app = create_app(TestConfig(tmp_path, LABS_DIR=str(tmp_path / "labs")))
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def web(app):
+    """A Flask test client of `app`."""
+    return app.test_client()

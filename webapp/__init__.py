@@ -62,6 +62,12 @@ def create_app(config: Config | Mapping | None = None) -> Flask:
     app.register_blueprint(api.bp)
     errors.register(app)
 
+    from . import sandboxes
+
+    # One namespace object serves every app made in this process (it reads current_app).
+    if not any(ns.namespace == "/terminal" for ns in socketio.namespace_handlers):
+        sandboxes.register(socketio)
+
     @app.after_request
     def security_headers(response):
         response.headers.setdefault("X-Content-Type-Options", "nosniff")

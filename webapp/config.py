@@ -1,14 +1,12 @@
 """Configuration, read from the environment when a Config is made (never at import time).
 
-| variable             | meaning                                                          |
-|----------------------|------------------------------------------------------------------|
-| NSLAB_INSTANCE       | instance dir: database, secret key (default: ./instance in a checkout) |
-| DATABASE_URL         | SQLAlchemy URL (default: SQLite file <instance>/nslab.db)        |
-| SECRET_KEY           | session signing key (default: generated once into <instance>/secret_key, 0600) |
-| NSLAB_SOCKET         | sandboxd's socket for the web app's client                       |
-| NSLAB_LABS           | lab content dir (default: labs/ beside this package)             |
-| NSLAB_COOKIE_SECURE  | 1: cookies only over HTTPS (set it when served over HTTPS)       |
-| NSLAB_PROXIES        | number of trusted reverse proxies in front (X-Forwarded-For/-Proto) |
+NSLAB_INSTANCE       instance dir: database, secret key (default: ./instance in a checkout)
+DATABASE_URL         SQLAlchemy URL (default: the SQLite file <instance>/nslab.db)
+SECRET_KEY           session signing key (default: made once into <instance>/secret_key, 0600)
+NSLAB_SOCKET         sandboxd's socket, for the web app's client
+NSLAB_LABS           lab content dir (default: labs/ beside this package)
+NSLAB_COOKIE_SECURE  1: cookies only over HTTPS (set it when served over HTTPS)
+NSLAB_PROXIES        number of trusted reverse proxies in front (X-Forwarded-For, -Proto)
 """
 
 from __future__ import annotations
@@ -32,6 +30,7 @@ class Config:
     WTF_CSRF_TIME_LIMIT = None
     MAX_CONTENT_LENGTH = 1 << 20
     SQLALCHEMY_TRACK_MODIFICATIONS = False
+    PASSWORD_HASH_METHOD = "scrypt"
     LOGIN_MAX_FAILURES = 5
     LOGIN_FAILURE_WINDOW = timedelta(minutes=5)
     # 'unsafe-inline' styles: xterm.js writes <style> elements for its themes.
@@ -54,8 +53,12 @@ class Config:
 class TestConfig(Config):
     """Everything under one temp dir; the caller's environment is not read."""
 
+    __test__ = False  # not a pytest test class, despite its name
+
     TESTING = True
     WTF_CSRF_ENABLED = False
+    # scrypt takes ~140 ms a hash; the tests make dozens of accounts.
+    PASSWORD_HASH_METHOD = "pbkdf2:sha256:1000"
 
     def __init__(self, instance_path: str | os.PathLike, **overrides):
         super().__init__(environ={})

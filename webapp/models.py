@@ -7,6 +7,7 @@ import re
 import secrets
 from datetime import datetime, timezone
 
+from flask import current_app
 from flask_login import UserMixin
 from sqlalchemy import DateTime, Enum, ForeignKey, Index, String, UniqueConstraint, select
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -72,10 +73,12 @@ class User(UserMixin, db.Model):
     teaching: Mapped[list[Course]] = relationship(back_populates="instructor",
                                                   order_by="Course.created")
     enrollments: Mapped[list[Enrollment]] = relationship(back_populates="user",
-                                                         cascade="all, delete-orphan")
+                                                         cascade="all, delete-orphan",
+                                                         order_by="Enrollment.created")
 
     def set_password(self, password: str) -> None:
-        self.password_hash = generate_password_hash(password)
+        self.password_hash = generate_password_hash(
+            password, method=current_app.config["PASSWORD_HASH_METHOD"])
 
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)

@@ -13,6 +13,7 @@ Frames are binary and their first byte is the channel (sandbox/sessions.py).
 from __future__ import annotations
 
 import json
+import select
 import socket
 import struct
 
@@ -24,7 +25,6 @@ from sandbox.errors import NotFound, SandboxError
 # Channels of the attach protocol (sandbox/sessions.py); the web app must not import the
 # daemon's asyncio session module for seven integers.
 STDIN, STDOUT, STDERR, RESIZE, EXIT, CLOSE_STDIN, SIGNAL, REPLAYED = range(8)
-DROPPED = 4000  # close code: a read-only viewer fell too far behind (sandbox/daemon.py)
 CONNECT_TIMEOUT = 10.0
 
 
@@ -88,6 +88,17 @@ class AttachStream:
                     return data[0], data[1:]
         except (OSError, websocket.WebSocketException):
             raise StreamClosed() from None
+
+    def ready(self) -> bool:
+        """Whether a frame (or part of one) is already waiting, so recv() would not block
+        long: the relay uses it to merge a burst of small frames into one event."""
+        sock = self._ws.sock
+        if sock is None:
+            return False
+        try:
+            return bool(select.select([sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return False
 
     def send(self, channel: int, payload: bytes = b"") -> bool:
         """Send one frame; False when the stream is gone."""

@@ -1,0 +1,120 @@
+"""The whole path: a signed-in learner opens a lab's terminal; the web app gets their
+sandbox from a real sandboxd (made on first open, reused after) and relays the shell."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+
+import pytest
+
+from webapp_helpers import login, make_course, make_user
+from webapp.models import Role
+
+pytestmark = pytest.mark.privileged
+NS = "/terminal"
+
+
+@pytest.fixture
+def lab_app(tmp_path, webapp_schema, sandboxd):
+    """The web app wired to the session's real sandboxd."""
+    from webapp import create_app
+    from webapp.config import TestConfig
+    from webapp.extensions import db
+
+    shutil.copy(webapp_schema, tmp_path / "nslab.db")
+    app = create_app(TestConfig(tmp_path, NSLAB_SOCKET=str(sandboxd.socket),
+                                LABS_DIR=str(tmp_path / "labs")))
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+class Browser:
+    """A signed-in browser: a Flask test client plus a socket.io test client on /terminal."""
+
+    def __init__(self, app, name: str):
+        from webapp.extensions import socketio
+
+        self.web = app.test_client()
+        assert login(self.web, name).status_code in (302, 303)
+        self.sio = socketio.test_client(app, namespace=NS, flask_test_client=self.web)
+        self.out = bytearray()
+        self.events = []
+
+    def pump(self):
+        # Take what the relay threads queued so far (get_received() can lose an event
+        # appended while it rebuilds the list).
+        q = self.sio.queue
+        items = q[:len(q)]
+        del q[:len(items)]
+        for item in items:
+            if item["name"] == "output":
+                eid, data = item["args"]
+                self.out += data
+                self.sio.emit("ack", {"exec_id": eid, "bytes": len(data)}, namespace=NS)
+            else:
+                self.events.append({"name": item["name"], **item["args"][0]})
+
+    def wait(self, pred, what, timeout=15):
+        deadline = time.monotonic() + timeout
+        while not (got := pred()):
+            assert time.monotonic() < deadline, \
+                f"timed out waiting for {what}: {self.events}, output {bytes(self.out[-300:])!r}"
+            time.sleep(0.01)
+            self.pump()
+        return got
+
+    def open(self, **data) -> dict:
+        tag = f"t{time.monotonic_ns()}"
+        self.sio.emit("open", {"rows": 24, "cols": 80, "tag": tag, **data}, namespace=NS)
+        return self.wait(lambda: next((e for e in self.events if e.get("tag") == tag
+                                       and e["name"] in ("opened", "error")), None), "open")
+
+    def type(self, eid: str, seq: int, text: str) -> None:
+        self.sio.emit("input", eid, seq, text, namespace=NS)
+
+
+def test_learner_gets_their_own_sandbox_and_others_cannot_touch_it(lab_app, client):
+    for name, role in (("teach", Role.INSTRUCTOR), ("other", Role.INSTRUCTOR),
+                       ("alice", Role.LEARNER), ("bob", Role.LEARNER)):
+        make_user(lab_app, name, role)
+    course, _ = make_course(lab_app, "teach", labs=("intro",), learners=("alice", "bob"))
+    make_course(lab_app, "other", labs=("intro",))
+
+    alice = Browser(lab_app, "alice")
+    opened = alice.open(course=course, lab="intro")
+    assert opened["name"] == "opened", opened
+    eid, sid = opened["exec_id"], opened.get("sandbox_id")
+    alice.type(eid, 0, "hostname\r")
+    hostname = alice.wait(lambda: re.search(rb"[\r\n](sb-[0-9a-f]{8})\r\n", alice.out),
+                          "hostname").group(1).decode()
+    boxes = [b for b in client.list() if b["hostname"] == hostname]
+    assert len(boxes) == 1 and boxes[0]["labels"]["user"] == "alice"
+    sid = sid or boxes[0]["id"]
+
+    # Opening the lab again reuses the sandbox (no second one).
+    again = alice.open(course=course, lab="intro")
+    assert again["name"] == "opened"
+    assert [b["id"] for b in client.list() if b["labels"].get("user") == "alice"] == [sid]
+
+    # Another learner, and the instructor of another course, cannot attach to it at all;
+    # the course's instructor may watch (read-only) but not type.
+    bob = Browser(lab_app, "bob")
+    assert bob.open(sandbox_id=sid)["name"] == "error"
+    assert bob.open(sandbox_id=sid, readonly=True)["name"] == "error"
+    other = Browser(lab_app, "other")
+    assert other.open(sandbox_id=sid, readonly=True)["name"] == "error"
+    teach = Browser(lab_app, "teach")
+    assert teach.open(sandbox_id=sid)["name"] == "error"
+    assert teach.open(sandbox_id=sid, exec_id=eid, readonly=True)["name"] == "opened"
+    # Bob's own lab gets Bob's own sandbox.
+    assert bob.open(course=course, lab="intro")["name"] == "opened"
+    mine = {b["labels"].get("user"): b["id"] for b in client.list() if b["labels"].get("lab")}
+    assert mine["bob"] != mine["alice"]
+    # A lab the course does not have, or a course one is not in, opens nothing.
+    assert alice.open(course=course, lab="nope")["name"] == "error"
+    assert bob.open(course=course + 1, lab="intro")["name"] == "error"
+    for sbid in mine.values():
+        client.destroy(sbid, purge=True)

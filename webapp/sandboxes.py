@@ -1,0 +1,106 @@
+"""Learners' sandboxes: one per (learner, course, lab), made on first open, reused after.
+
+The web app holds only a `sandbox.client.Client`; every privileged step happens in
+sandboxd. A learner's home volume is named after the assignment, so it outlives a
+sandbox that was stopped or destroyed and comes back when the lab is opened again.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from flask import current_app, has_app_context
+
+from sandbox.client import Client
+from sandbox.errors import NotFound, SandboxError
+
+from .extensions import db
+from .models import Course, CourseLab, SandboxAssignment, SandboxState, User
+
+# Limits for a lab's sandbox until labs carry their own (issue 4).
+DEFAULT_LIMITS = {"cpus": 1.0, "memory": "512m", "pids": 512, "disk": "1g"}
+
+
+_last_socket: list = [None]
+
+
+def client() -> Client:
+    """A client for this app's sandboxd. Terminal relay threads run outside any app
+    context; they get the socket the app last used (one sandboxd per web process)."""
+    if has_app_context():
+        _last_socket[0] = current_app.config.get("NSLAB_SOCKET")
+    return Client(_last_socket[0])
+
+
+def _home_name(assignment: SandboxAssignment) -> str:
+    return f"u{assignment.user_id}-c{assignment.course_id}-{assignment.lab_id}"
+
+
+def _member_lab(user: User, course_id, lab_id) -> tuple[Course, str]:
+    try:
+        course = db.session.get(Course, int(course_id))
+    except (TypeError, ValueError):
+        course = None
+    if course is None or not (course.is_taught_by(user) or course.has_learner(user)):
+        raise NotFound("no such course for you")
+    lab = str(lab_id or "")
+    if not any(cl.lab_id == lab for cl in course.labs):
+        raise NotFound(f"the course has no lab {lab!r}")
+    return course, lab
+
+
+def sandbox_for(user: User, course_id, lab_id) -> str:
+    """The id of this learner's running sandbox for the lab, creating or starting it."""
+    if not getattr(user, "is_authenticated", False):
+        raise NotFound("sign in first")
+    course, lab = _member_lab(user, course_id, lab_id)
+    assignment = db.session.execute(db.select(SandboxAssignment).filter_by(
+        user_id=user.id, course_id=course.id, lab_id=lab)).scalar_one_or_none()
+    if assignment is None:
+        assignment = SandboxAssignment(user_id=user.id, course_id=course.id, lab_id=lab)
+        db.session.add(assignment)
+        db.session.flush()
+    c = client()
+    sid = assignment.sandbox_id
+    if sid:
+        try:
+            state = c.get(sid)["state"]
+            if state != "running":
+                c.start(sid)
+        except NotFound:
+            sid = None
+    if not sid:
+        sb = c.create(**DEFAULT_LIMITS, home=_home_name(assignment),
+                      labels={"user": user.username, "course": str(course.id), "lab": lab})
+        sid = sb["id"]
+    assignment.sandbox_id = sid
+    assignment.state = SandboxState.RUNNING
+    assignment.last_active = datetime.now(timezone.utc)
+    db.session.commit()
+    return sid
+
+
+def may_use(user: User, sandbox_id: str, mode: str) -> bool:
+    """Write: only the learner it belongs to. Read: also the instructor of its course."""
+    if not getattr(user, "is_authenticated", False) or not sandbox_id:
+        return False
+    assignment = db.session.execute(db.select(SandboxAssignment).filter_by(
+        sandbox_id=sandbox_id)).scalar_one_or_none()
+    if assignment is None:
+        return False
+    if assignment.user_id == user.id:
+        return True
+    return mode == "read" and assignment.course.is_taught_by(user)
+
+
+def register(socketio) -> None:
+    from .terminal import register_terminal
+
+    def find(user, course, lab):
+        try:
+            return sandbox_for(user, course, lab)
+        except SandboxError:
+            db.session.rollback()
+            raise
+
+    register_terminal(socketio, get_client=client, authorize=may_use, find_sandbox=find)
