@@ -379,6 +379,62 @@ def cmd_course_enroll(args) -> int:
     return 0
 
 
+DEMO_COURSE = "Containers from scratch"
+DEMO_LABS = ("namespaces", "cgroups")
+
+
+def cmd_demo(args) -> int:
+    """Demo accounts and course, made once; prints the same credentials every run."""
+    import secrets
+
+    from flask import current_app
+
+    from webapp import services
+    from webapp.models import Course, User
+
+    with _webapp() as db:
+        path = Path(current_app.instance_path) / "demo-credentials.json"
+        creds = json.loads(path.read_text()) if path.exists() else {}
+        users = {}
+        for name, role in (("teacher", "instructor"), ("learner", "learner")):
+            user = User.by_name(name)
+            if user is None:
+                creds[name] = secrets.token_urlsafe(9)
+                user = services.create_user(name, creds[name], role)
+            users[name] = user
+        db.session.flush()
+        course = db.session.execute(db.select(Course).filter_by(
+            title=DEMO_COURSE, instructor_id=users["teacher"].id)).scalar_one_or_none()
+        if course is None:
+            course = services.create_course(DEMO_COURSE, users["teacher"])
+            db.session.flush()
+            for lab in DEMO_LABS:
+                services.add_lab(course, lab)
+            services.enroll(users["learner"], course)
+        db.session.commit()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(creds, f)
+        print(f"demo course {course.title!r}, join code {course.join_code}")
+        for name in ("teacher", "learner"):
+            print(f"  {users[name].role.value:10} {name:8} password: "
+                  f"{creds.get(name, '(set before; unknown to this command)')}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    """The web app under gunicorn: one process (Socket.IO sessions live in it), threads."""
+    if os.geteuid() == 0:
+        raise SandboxError("the web app never runs as root: run `nslab serve` as an "
+                           "unprivileged user (scripts/serve uses the user 'nslab')")
+    with _webapp():
+        pass  # fails clearly if the database is missing or not migrated
+    argv = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1",
+            "--threads", str(args.threads), "--bind", f"{args.host}:{args.port}",
+            "--access-logfile", "-", "webapp:create_app()"]
+    os.execv(sys.executable, argv)
+
+
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -511,6 +567,15 @@ def build_parser() -> argparse.ArgumentParser:
     ce.add_argument("code", metavar="CODE")
     ce.add_argument("name", metavar="NAME")
     ce.set_defaults(func=cmd_course_enroll)
+
+    dm = sub.add_parser("demo", help="make the demo course and accounts (once) and print them")
+    dm.set_defaults(func=cmd_demo)
+
+    sv = sub.add_parser("serve", help="serve the web app with gunicorn (not as root)")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--threads", type=int, default=64)
+    sv.set_defaults(func=cmd_serve)
     return p
 
 

@@ -265,7 +265,8 @@ def test_readonly_viewer_sees_output_and_cannot_type(app, page, box):
     page.wait(lambda: "learner-2" in page.text(eid), what="the learner's echo")
     time.sleep(0.2)
     page.pump()
-    assert "typed-by" not in page.text(eid) and "48" not in page.text(eid)
+    # (not a bare "48": the prompt's hex hostname may hold it)
+    assert "typed-by" not in page.text(eid), "a read-only viewer's typing reached the shell"
 
     # A watcher that acks nothing never pauses the learner (3 MB > the daemon's drop limit).
     watcher.pump(ack=False)

@@ -157,3 +157,26 @@ def test_migrations_match_the_models(webapp_schema, tmp_path):
             diff = compare_metadata(MigrationContext.configure(conn), db.metadata)
         db.engine.dispose()
     assert diff == []
+
+
+def test_demo_makes_accounts_once_and_prints_the_same_credentials(admin):
+    assert admin("db", "upgrade").returncode == 0
+    first = admin.inproc("demo")
+    assert first.returncode == 0, first.stderr
+    again = admin.inproc("demo")
+    assert again.stdout == first.stdout, "a second run makes nothing new and prints the same"
+    passwords = dict(re.findall(r"(teacher|learner)\s+password: (\S+)", first.stdout))
+    assert set(passwords) == {"teacher", "learner"}
+    assert admin.password_ok("teacher", passwords["teacher"])
+    assert admin.password_ok("learner", passwords["learner"])
+    assert re.search(r"join code [A-Z]{4}-\d{4}", first.stdout)
+    creds = Path(admin.env["NSLAB_INSTANCE"]) / "demo-credentials.json"
+    assert creds.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.privileged
+def test_serve_refuses_to_run_as_root(admin):
+    assert os.geteuid() == 0, "this test checks the refusal, so it must run as root"
+    assert admin("db", "upgrade").returncode == 0
+    r = admin("serve", "--port", "1")
+    assert r.returncode == 1 and "never runs as root" in r.stderr, r.stderr
