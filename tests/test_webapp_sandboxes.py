@@ -118,3 +118,26 @@ def test_learner_gets_their_own_sandbox_and_others_cannot_touch_it(lab_app, clie
     assert bob.open(course=course + 1, lab="intro")["name"] == "error"
     for sbid in mine.values():
         client.destroy(sbid, purge=True)
+
+
+def test_reset_gives_a_fresh_sandbox_and_keeps_the_home(lab_app, client):
+    make_user(lab_app, "teach", Role.INSTRUCTOR)
+    make_user(lab_app, "carol", Role.LEARNER)
+    course, _ = make_course(lab_app, "teach", labs=("intro",), learners=("carol",))
+    carol = Browser(lab_app, "carol")
+    first = carol.open(course=course, lab="intro")["sandbox_id"]
+    client.run(first, ["sh", "-c", "echo kept > /root/notes; echo lost > /etc/scratch"])
+    page = carol.web.get(f"/courses/{course}/labs/intro")
+    assert b"data-confirm=" in page.data and b"Reset sandbox" in page.data
+    r = carol.web.post(f"/courses/{course}/labs/intro/reset")
+    assert r.status_code == 302
+    ids = [b["id"] for b in client.list()]
+    assert first not in ids, "reset destroyed the old sandbox"
+    second = carol.open(course=course, lab="intro")["sandbox_id"]
+    assert second != first
+    out = client.run(second, ["sh", "-c", "cat /root/notes; ls /etc/scratch 2>&1"])["stdout"]
+    assert out.startswith("kept\n") and "No such file" in out
+    client.destroy(second, purge=True)
+    # Nobody else can reset it: another course's lab, or anonymous.
+    anon = lab_app.test_client().post(f"/courses/{course}/labs/intro/reset")
+    assert anon.status_code in (302, 401) and "/login" in anon.headers.get("Location", "")

@@ -80,6 +80,24 @@ def sandbox_for(user: User, course_id, lab_id) -> str:
     return sid
 
 
+def reset(user: User, course_id, lab_id) -> bool:
+    """Destroy this learner's sandbox for the lab (its home volume is kept); the next open
+    makes a fresh one. False if there was none."""
+    course, lab = _member_lab(user, course_id, lab_id)
+    assignment = db.session.execute(db.select(SandboxAssignment).filter_by(
+        user_id=user.id, course_id=course.id, lab_id=lab)).scalar_one_or_none()
+    if assignment is None or not assignment.sandbox_id:
+        return False
+    try:
+        client().destroy(assignment.sandbox_id)
+    except NotFound:
+        pass
+    assignment.sandbox_id = None
+    assignment.state = SandboxState.STOPPED
+    db.session.commit()
+    return True
+
+
 def may_use(user: User, sandbox_id: str, mode: str) -> bool:
     """Write: only the learner it belongs to. Read: also the instructor of its course."""
     if not getattr(user, "is_authenticated", False) or not sandbox_id:

@@ -110,3 +110,9 @@
     event.preventDefault();
   });
 })();
+
+// Forms that destroy something ask first: <form data-confirm="question">.
+document.addEventListener("submit", (event) => {
+  const question = event.target.dataset && event.target.dataset.confirm;
+  if (question && !window.confirm(question)) event.preventDefault();
+});
