@@ -141,3 +141,23 @@ def test_reset_gives_a_fresh_sandbox_and_keeps_the_home(lab_app, client):
     # Nobody else can reset it: another course's lab, or anonymous.
     anon = lab_app.test_client().post(f"/courses/{course}/labs/intro/reset")
     assert anon.status_code in (302, 401) and "/login" in anon.headers.get("Location", "")
+
+
+def test_daemon_down_is_said_plainly_and_retryable(tmp_path, webapp_schema):
+    from webapp import create_app
+    from webapp.config import TestConfig
+    from webapp.extensions import db
+
+    shutil.copy(webapp_schema, tmp_path / "nslab.db")
+    app = create_app(TestConfig(tmp_path, NSLAB_SOCKET=str(tmp_path / "no-daemon.sock"),
+                                LABS_DIR=str(tmp_path / "labs")))
+    try:
+        make_user(app, "teach", Role.INSTRUCTOR)
+        make_user(app, "dave", Role.LEARNER)
+        course, _ = make_course(app, "teach", labs=("intro",), learners=("dave",))
+        e = Browser(app, "dave").open(course=course, lab="intro")
+        assert e["name"] == "error" and e.get("retry") is True, e
+        assert "cannot reach sandboxd" in e["message"], e["message"]
+    finally:
+        with app.app_context():
+            db.engine.dispose()

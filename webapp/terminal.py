@@ -298,7 +298,7 @@ class TerminalNamespace(Namespace):
             try:
                 sandbox_id = self.find_sandbox(user, data.get("course"), data.get("lab"))
             except SandboxError as e:
-                return self._error(e.message, tag=tag)
+                return self._error(e.message, tag=tag, retry=_retryable(e))
         if not isinstance(sandbox_id, str) or not sandbox_id:
             return self._error("there is no sandbox for this terminal", tag=tag)
         if not self.authorize(user, sandbox_id, "read" if readonly else "write"):
@@ -318,7 +318,7 @@ class TerminalNamespace(Namespace):
                 client.resize(exec_id, rows, cols)  # this page's size, before the replay
             stream = AttachStream.open(client, exec_id, readonly=readonly, replay=True)
         except SandboxError as e:
-            return self._error(e.message, tag=tag, exec_id=exec_id)
+            return self._error(e.message, tag=tag, exec_id=exec_id, retry=_retryable(e))
         relay = Relay(self, request.sid, exec_id, sandbox_id, readonly, stream, self.get_client)
         with self._lock:
             terms = self.relays.get(request.sid)
@@ -396,6 +396,11 @@ def register_terminal(socketio, *, get_client: Callable[[], Client], authorize: 
                            get_user=get_user, find_sandbox=find_sandbox)
     socketio.on_namespace(ns)
     return ns
+
+
+def _retryable(e: SandboxError) -> bool | None:
+    """The daemon is down or out of capacity (503): the page says so and tries again."""
+    return True if getattr(e, "status", None) == 503 else None
 
 
 def _current_user():

@@ -347,6 +347,16 @@
     if (m.tag) byTag.delete(m.tag);
     if (t) t.term.write("\r\n\x1b[31mnslab: " + m.message + "\x1b[0m\r\n");
     else setStatus(m.message);
+    // The sandbox service is down or full: say so, and try again; nothing is lost.
+    if (t && m.retry && !t.retryTimer) {
+      setStatus("sandbox service unavailable \u2014 retrying in 5 s");
+      t.term.write("\x1b[2m[retrying in 5 s]\x1b[0m\r\n");
+      t.retryTimer = setTimeout(() => {
+        t.retryTimer = null;
+        setStatus("");
+        if (!t.exited) openTab(t);
+      }, 5000);
+    }
   });
 
   socket.on("connect", () => {
