@@ -335,13 +335,18 @@ async def serve(config: HostConfig, spawner: SpawnerClient, socket_path: Path,
     socket_path.parent.mkdir(parents=True, exist_ok=True)
     if socket_path.exists() or socket_path.is_symlink():
         socket_path.unlink()
-    await web.UnixSite(runner, str(socket_path)).start()
-    os.chmod(socket_path, 0o660)
+    # Bound under a private name, given its mode and group, then renamed into place:
+    # nobody ever sees the socket at its path with the wrong permissions.
+    staging = socket_path.with_name(f".{socket_path.name}.{os.getpid()}")
+    await web.UnixSite(runner, str(staging)).start()
+    os.chmod(staging, 0o660)
     if config.socket_group:
         try:
-            os.chown(socket_path, 0, grp.getgrnam(config.socket_group).gr_gid)
+            os.chown(staging, 0, grp.getgrnam(config.socket_group).gr_gid)
         except KeyError:
+            staging.unlink()
             raise InvalidRequest(f"no group {config.socket_group!r}", field="socket_group") from None
+    os.replace(staging, socket_path)
     if listen:
         host, _, port = listen.rpartition(":")
         await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()

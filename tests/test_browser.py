@@ -1,0 +1,347 @@
+"""A real browser on the real stack: Debian's chromium, headless, driven by Playwright.
+
+The web app runs the way `scripts/serve` runs it: `nslab serve` (gunicorn) as the
+unprivileged system user `nslab`, on its own instance dir, against a sandboxd of this
+test's own whose socket belongs to the group `nslab`. The browser signs in as the demo
+learner, opens the demo course's first lab, types into the xterm.js terminal with real
+key events and reads what xterm shows. A screenshot goes to artifacts/ at the repo root.
+
+Playwright's own browser download is never used: it launches /usr/bin/chromium.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, Daemon, free_subnet, leftovers, require_root
+from sandbox.config import HostConfig
+
+pytestmark = pytest.mark.privileged
+
+WEB_USER = "nslab"
+CHROMIUM = "/usr/bin/chromium"
+# Known to work here as root: no sandbox (root), no GPU, nothing fetched in the background.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+ARTIFACTS = ROOT / "artifacts"
+PROMPT = re.compile(r"root@(sb-[0-9a-z]+):[^\n]*# ?$")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ensure_web_user() -> None:
+    """The system user `nslab`, made like scripts/serve makes it (it may stay)."""
+    try:
+        pwd.getpwnam(WEB_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--user-group", "--home-dir", "/var/lib/nslab-web",
+                        "--shell", "/usr/sbin/nologin", WEB_USER], check=True)
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (by PPid), found now."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+class WebApp:
+    """`nslab db upgrade`, `nslab demo`, `nslab serve` as the user nslab, on a fresh
+    instance dir that user owns."""
+
+    def __init__(self, socket_path: Path):
+        self.instance = Path(tempfile.mkdtemp(prefix="nslab-browser-web-"))
+        user = pwd.getpwnam(WEB_USER)
+        os.chown(self.instance, user.pw_uid, user.pw_gid)
+        os.chmod(self.instance, 0o700)
+        self.socket = socket_path
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = self.instance / "gunicorn.log"
+        self.proc: subprocess.Popen | None = None
+        self.pids: set[int] = set()
+
+    def command(self, *args: str) -> list[str]:
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+               "HOME": str(self.instance), "NSLAB_INSTANCE": str(self.instance),
+               "NSLAB_SOCKET": str(self.socket)}
+        return ["runuser", "-u", WEB_USER, "--", "env", "-i",
+                *(f"{k}={v}" for k, v in env.items()), sys.executable, "-m", "nslab", *args]
+
+    def run(self, *args: str) -> str:
+        r = subprocess.run(self.command(*args), capture_output=True, text=True, cwd=ROOT,
+                           timeout=60)
+        assert r.returncode == 0, f"nslab {' '.join(args)} as {WEB_USER}: {r.stderr[-2000:]}"
+        return r.stdout
+
+    def start(self, timeout: float = 30) -> None:
+        # The log file is opened here (root) and handed over as stdout: the user needs no
+        # access to it.
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                self.command("serve", "--host", "127.0.0.1", "--port", str(self.port)),
+                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.proc.poll() is None, \
+                f"nslab serve exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
+            try:
+                with urllib.request.urlopen(self.url + "/api/health", timeout=2) as r:
+                    if json.load(r).get("ok"):
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, \
+                "nslab serve did not answer:\n" + self.log.read_text()[-3000:]
+            time.sleep(0.1)
+        self.pids = _descendants(self.proc.pid)
+        uid = pwd.getpwnam(WEB_USER).pw_uid
+        for pid in self.pids:  # gunicorn's master and worker run as nslab, never as root
+            status = Path(f"/proc/{pid}/status").read_text()
+            real, effective = re.search(r"^Uid:\s+(\d+)\s+(\d+)", status, re.M).groups()
+            assert int(real) == int(effective) == uid, f"pid {pid} runs as uid {effective}"
+
+    def master(self) -> int:
+        """gunicorn's master: the child of runuser (nslab serve exec'd into it)."""
+        with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+            kids = [int(p) for p in f.read().split()]
+        assert len(kids) == 1, f"runuser has children {kids}"
+        assert b"gunicorn" in Path(f"/proc/{kids[0]}/cmdline").read_bytes()
+        return kids[0]
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.master(), signal.SIGTERM)  # graceful: the worker goes too
+            except (OSError, AssertionError):
+                self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                for pid in _descendants(self.proc.pid):
+                    os.kill(pid, signal.SIGKILL)
+                self.proc.kill()
+                self.proc.wait()
+        left = [pid for pid in self.pids if _alive(pid)]
+        self.proc = None
+        assert not left, f"gunicorn processes left running: {left}"
+
+    def remove(self) -> None:
+        shutil.rmtree(self.instance, ignore_errors=True)
+
+
+@pytest.fixture
+def web_daemon():
+    """A sandboxd of this test's own whose socket the group nslab may use; removed after.
+    Its base dir is outside pytest's tmp (/tmp/pytest-of-root is 0700): nslab must reach
+    the socket."""
+    require_root()
+    _ensure_web_user()
+    base = Path(tempfile.mkdtemp(prefix="nslab-browser-"))
+    os.chmod(base, 0o711)
+    d = Daemon(base, f"w{uuid.uuid4().hex[:8]}", free_subnet())
+    d.extra_args = ["--socket-group", WEB_USER, "--warm", "0"]
+    try:
+        d.start()
+        gid = grp.getgrnam(WEB_USER).gr_gid
+        deadline = time.monotonic() + 5
+        while os.stat(d.socket).st_gid != gid:  # chowned just after bind
+            assert time.monotonic() < deadline, "the socket never got the group nslab"
+            time.sleep(0.02)
+        yield d
+    finally:
+        result = d.teardown()
+        left = leftovers(d.name, d.state_dir, HostConfig(name=d.name).tag)
+        shutil.rmtree(base, ignore_errors=True)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert not left, f"sandboxd left kernel state behind: {left}"
+
+
+@pytest.fixture
+def webapp(web_daemon):
+    """The web app served as nslab: migrated, demo accounts made; (app, learner password)."""
+    app = WebApp(web_daemon.socket)
+    try:
+        app.run("db", "upgrade")
+        demo = app.run("demo")
+        match = re.search(r"^\s*learner\s+learner\s+password: (\S+)$", demo, re.M)
+        assert match, f"no learner password in `nslab demo` output:\n{demo}"
+        app.start()
+        yield app, match.group(1)
+    finally:
+        try:
+            app.stop()
+        finally:
+            app.remove()
+
+
+@pytest.fixture
+def chromium():
+    """Debian's chromium, headless, through Playwright; a fresh profile, closed after."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: scripts/setup installs Debian's chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as e:
+        pytest.fail(f"Playwright is missing ({e}): scripts/setup installs .[test]")
+    profile = tempfile.mkdtemp(prefix="nslab-browser-profile-")
+    pw = sync_playwright().start()
+    try:
+        # A persistent context on a fresh dir: the browser gets exactly this --user-data-dir.
+        context = pw.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 860}, chromium_sandbox=False)
+        try:
+            yield context
+        finally:
+            context.close()
+    finally:
+        pw.stop()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _screen(page) -> list[str]:
+    """The lines xterm.js holds for the active terminal (scrollback and screen), up to
+    and including the cursor's line, right-trimmed."""
+    return page.evaluate("""() => {
+        const t = window.nslabTerminal && window.nslabTerminal.tabs()[0];
+        if (!t) return [];
+        const b = t.term.buffer.active, lines = [];
+        const end = b.baseY + b.cursorY;
+        for (let i = 0; i <= end; i++) {
+            const line = b.getLine(i);
+            lines.push(line ? line.translateToString(true) : "");
+        }
+        return lines;
+    }""")
+
+
+def _wait_for(page, pred, what: str, timeout: float = 15):
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = _screen(page)
+        got = pred(lines)
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            _shot(page, "browser-failure.png")
+            raise AssertionError(f"timed out waiting for {what}; the terminal shows:\n"
+                                 + "\n".join(lines[-15:]))
+        time.sleep(0.02)
+
+
+def _prompt(lines: list[str]):
+    return PROMPT.search(lines[-1]) if lines else None
+
+
+def _shot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path))
+    print(f"screenshot: {path}")
+    return path
+
+
+def test_learner_uses_the_terminal_in_a_real_browser(chromium, web_daemon, webapp):
+    app, password = webapp
+    page = chromium.new_page()
+    page.set_default_timeout(15_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    # Sign in as the demo learner.
+    page.goto(app.url + "/")
+    page.fill("input[name=username]", "learner")
+    page.fill("input[name=password]", password)
+    page.click("form button[type=submit]")
+    page.wait_for_url("**/dashboard")
+
+    # The demo course, then its first lab.
+    page.click("a.course-card")
+    page.wait_for_selector("ol.lab-list")
+    page.click("ol.lab-list li:first-child a")
+    page.wait_for_selector("#terminal .xterm-screen")
+    assert "/labs/" in page.url, page.url
+
+    # The learner's shell prompt; their sandbox is the one the daemon labels as theirs.
+    t0 = time.monotonic()
+    prompt = _wait_for(page, _prompt, "the shell prompt")
+    prompt_s = time.monotonic() - t0
+    mine = [sb for sb in web_daemon.client().list() if sb.get("labels", {}).get("user") == "learner"]
+    assert len(mine) == 1, mine
+    assert prompt.group(1) == mine[0]["hostname"]
+
+    # Real key events into xterm's textarea.
+    page.click("#terminal .xterm-screen")
+    page.keyboard.type("hostname")
+    page.keyboard.press("Enter")
+    out = _wait_for(page, lambda ls: _prompt(ls) and len(ls) >= 3 and ls[-3].endswith("# hostname")
+                    and ls[-2], "the output of hostname")
+    assert out and _screen(page)[-2] == mine[0]["hostname"]
+
+    # `yes` floods the terminal for two seconds; Ctrl-C brings the prompt back.
+    page.keyboard.type("yes")
+    page.keyboard.press("Enter")
+    _wait_for(page, lambda ls: ls.count("y") > 100, "yes's output")
+    time.sleep(2)
+    t1 = time.monotonic()
+    page.keyboard.press("Control+c")
+    _wait_for(page, lambda ls: _prompt(ls) and "^C" in "".join(ls[-3:]),
+              "the prompt after Ctrl-C", timeout=10)
+    ctrl_c_s = time.monotonic() - t1
+
+    # The shell still works after the flood.
+    page.keyboard.type("echo still-$((6*7))")
+    page.keyboard.press("Enter")
+    _wait_for(page, lambda ls: _prompt(ls) and "still-42" in ls[-2], "the echo after Ctrl-C")
+
+    path = _shot(page, "browser-terminal.png")
+    assert path.stat().st_size > 10_000
+    assert not errors, f"JavaScript errors on the page: {errors}"
+    print(f"prompt after opening the lab: {prompt_s * 1000:.0f} ms; "
+          f"prompt back after Ctrl-C: {ctrl_c_s * 1000:.0f} ms")
+    page.close()
