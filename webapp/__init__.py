@@ -1,7 +1,7 @@
 """nslab's web app: accounts, courses, lessons; the terminal relay joins through `socketio`.
 
 Run it with gunicorn (one worker, threads: Socket.IO sessions live in one process):
-`gunicorn -w 1 --threads 64 'webapp:create_app()'`.
+`gunicorn -w 1 --threads 256 'webapp:create_app()'`.
 """
 
 from __future__ import annotations
