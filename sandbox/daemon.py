@@ -301,14 +301,19 @@ class Daemon:
         except (ConnectionResetError, asyncio.CancelledError):
             pass
 
-    async def reap_sessions(self) -> None:
-        """Forget finished sessions nobody watches, after a while."""
+    async def housekeeping(self) -> None:
+        """Every 10 s: forget finished sessions nobody watches, and drop the btrfs qgroups
+        of deleted volumes once the kernel's cleaner is done with them (it refuses before)."""
         while True:
             await asyncio.sleep(10)
             now = time.time()
             for s in list(self.engine.sessions.values()):
                 if s.finished.is_set() and not s.attachments and now - s.created > SESSION_TTL:
                     self.engine.forget_session(s.id)
+            try:
+                await asyncio.to_thread(self.engine.storage.reap)
+            except SandboxError as e:
+                log.warning("could not drop the qgroups of deleted volumes: %s", e.message)
 
 
 def _lock_state_dir(config: HostConfig) -> int:
@@ -353,7 +358,7 @@ async def serve(config: HostConfig, spawner: SpawnerClient, socket_path: Path,
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    reaper = asyncio.create_task(daemon.reap_sessions())
+    reaper = asyncio.create_task(daemon.housekeeping())
     log.info("sandboxd %s listening on %s (cgroup v%d)", config.name, socket_path,
              engine.cgroups.version)
     if ready:

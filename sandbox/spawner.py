@@ -242,12 +242,17 @@ def _run_child(target, *args) -> tuple[int, list[dict]]:
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = _fork(w, target.__name__, target, w, *args, close=(r,))
     os.close(w)
+    return pid, _collect(r, pid)
+
+
+def _collect(r: int, pid: int) -> list[dict]:
+    """A child's JSON report lines, read until EOF (its exit or exec); then reap it."""
     try:
         data = _read_all(r)
     finally:
         os.close(r)
     os.waitpid(pid, 0)
-    return pid, [json.loads(line) for line in data.splitlines() if line.strip()]
+    return [json.loads(line) for line in data.splitlines() if line.strip()]
 
 
 def _reset_signals() -> None:
@@ -331,12 +336,7 @@ def _spawn_parked(req: dict) -> dict:
         os.write(cw, json.dumps(req).encode())  # specs are far below the pipe's 64 KiB
     finally:
         os.close(cw)
-    try:
-        data = _read_all(r)
-    finally:
-        os.close(r)
-    os.waitpid(pid, 0)
-    return _spawn_result([json.loads(x) for x in data.splitlines() if x.strip()])
+    return _spawn_result(_collect(r, pid))
 
 
 def _spawn(req: dict) -> dict:
