@@ -37,7 +37,7 @@ _CPULIST_RE = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*")
 
 # Keys of stats() and of tree()'s "usage"; a value is None where this host cannot tell.
 STAT_KEYS = ("cpu_usage_ns", "memory_current", "memory_peak", "memory_limit", "oom_kills",
-             "pids_current", "pids_limit", "cpus")
+             "pids_current", "pids_limit", "cpus", "frozen")
 
 
 def check_group(group: str) -> str:

@@ -318,6 +318,8 @@ class CgroupsV1(CgroupManager):
             out["pids_limit"] = int_or_none(self._read(pids / "pids.max"))
         if cpu is not None:
             out["cpus"] = self._cpus(cpu)
+        if (freezer := self._dir("freezer", group)) is not None:
+            out["frozen"] = (self._read(freezer / "freezer.state") or "").strip() == "FROZEN"
         return out
 
     @staticmethod
@@ -343,6 +345,11 @@ class CgroupsV1(CgroupManager):
         if (cpuset := self._dir("cpuset", group)) is not None:
             if (cpus := self._read(cpuset / "cpuset.cpus")) is not None:
                 out["cpuset_cpus"] = cpus.strip() or None
+            if (cpus := self._read(cpuset / "cpuset.effective_cpus")) is not None:
+                out["cpuset_cpus_effective"] = cpus.strip() or None
+        if (freezer := self._dir("freezer", group)) is not None:
+            if (state := self._read(freezer / "freezer.self_freezing")) is not None:
+                out["freeze"] = state.strip() == "1"
         if (memory := self._dir("memory", group)) is not None:
             mem = self._read(memory / "memory.limit_in_bytes")
             if mem is not None:

@@ -235,6 +235,7 @@ class CgroupsV2(CgroupManager):
         out["pids_current"] = int_or_none(self._read(g / "pids.current"))
         out["pids_limit"] = int_or_none(self._read(g / "pids.max"))
         out["cpus"] = self._limits(group).get("cpus")
+        out["frozen"] = keyed(self._read(g / "cgroup.events")).get("frozen") == 1
         return out
 
     def _limits(self, group: str) -> dict:
@@ -250,6 +251,10 @@ class CgroupsV2(CgroupManager):
             out["cpu_weight"] = int(weight)
         if (cpus := self._read(g / "cpuset.cpus")) is not None:
             out["cpuset_cpus"] = cpus.strip() or None
+        if (cpus := self._read(g / "cpuset.cpus.effective")) is not None:
+            out["cpuset_cpus_effective"] = cpus.strip() or None
+        if (freeze := self._read(g / "cgroup.freeze")) is not None:
+            out["freeze"] = freeze.strip() == "1"
         for key, name in (("memory_max", "memory.max"), ("swap_max", "memory.swap.max"),
                           ("pids_max", "pids.max")):
             if (text := self._read(g / name)) is not None:

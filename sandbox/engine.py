@@ -689,6 +689,11 @@ def _process_info(pid: int, rec: SandboxRecord) -> dict | None:
         except (FileNotFoundError, ProcessLookupError, ValueError):
             pass
     uid_inside = host_uid - rec.uid_base if host_uid is not None and host_uid >= rec.uid_base else None
+    try:
+        # schedstat's first field: nanoseconds on a CPU so far (graders measure usage with it).
+        cpu_ns = int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+    except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+        cpu_ns = None
     return {
         "host_pid": pid,
         "pid": nspids[1] if len(nspids) > 1 else None,
@@ -701,7 +706,30 @@ def _process_info(pid: int, rec: SandboxRecord) -> dict | None:
         "state": fields.get("State", ["?"])[0],
         "namespaces": namespaces,
         "cgroup": _cgroup_line(cgroup, rec.group),
+        "cgroups": _cgroup_paths(cgroup, rec.group),
+        "cpu_ns": cpu_ns,
+        "cpus_allowed": " ".join(fields.get("Cpus_allowed_list", [])) or None,
     }
+
+
+def _relative(path: str, group: str) -> str:
+    prefix = "/" + group
+    if path == prefix or path.startswith(prefix + "/"):
+        return path[len(prefix):] or "/"
+    return path
+
+
+def _cgroup_paths(text: str, group: str) -> dict[str, str]:
+    """Controller -> the process's cgroup relative to the sandbox's own; on cgroup v2
+    the one unified path is under "" ("name=" hierarchies of v1 are left out)."""
+    out = {}
+    for line in text.splitlines():
+        _hid, controllers, path = line.split(":", 2)
+        if controllers.startswith("name="):
+            continue
+        for controller in controllers.split(",") if controllers else [""]:
+            out[controller] = _relative(path, group)
+    return out
 
 
 def _cgroup_line(text: str, group: str) -> str | None:
@@ -713,9 +741,4 @@ def _cgroup_line(text: str, group: str) -> str | None:
             best = path
             if controllers:
                 break
-    if best is None:
-        return None
-    prefix = "/" + group
-    if best.startswith(prefix):
-        return best[len(prefix):] or "/"
-    return best
+    return None if best is None else _relative(best, group)

@@ -237,9 +237,9 @@ def test_create_writes_limits_to_kernel_files(mgr, group):
 
     stats = mgr.stats(group)
     assert set(stats) == {"cpu_usage_ns", "memory_current", "memory_peak", "memory_limit",
-                          "oom_kills", "pids_current", "pids_limit", "cpus"}
+                          "oom_kills", "pids_current", "pids_limit", "cpus", "frozen"}
     assert stats["memory_limit"] == 128 << 20 and stats["pids_limit"] == 50
-    assert stats["cpus"] == 1.0 and stats["oom_kills"] == 0
+    assert stats["cpus"] == 1.0 and stats["oom_kills"] == 0 and stats["frozen"] is False
 
 
 @pytest.mark.privileged
