@@ -674,7 +674,7 @@ def test_fake_v2_stats_kill_and_remove(fake):
     assert fake.stats(g) == {"cpu_usage_ns": 1_500_000_000, "memory_current": 1 << 20,
                              "memory_peak": 2 << 20, "memory_limit": 64 << 20,
                              "oom_kills": 2, "pids_current": 3, "pids_limit": 10,
-                             "cpus": 0.25}
+                             "cpus": 0.25, "frozen": False}
     fake._sys_mkdir(r / g / "child")
     fake._sys_mkdir(r / g / "child" / "grandchild")
     fake._sys_write(r / g / "child" / "grandchild" / "cgroup.procs", "77")
