@@ -1,0 +1,635 @@
+"""The lab format (docs/authoring.md): load a lab folder, or report every error as file:line.
+
+A lab is read as YAML nodes rather than plain data so that every key and item keeps the
+line it came from: an author who misspells `hints` must be told where, not find out when a
+learner misses a hint. Loading never raises for a broken lab; it returns a `Lab` whose
+`errors` say what is wrong, and the web app shows such a lab as unavailable.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import secrets
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+import yaml
+
+LAB_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+ITEM_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+PARAM_RE = re.compile(r"^[a-z_][a-z0-9_]{0,31}$")
+PLACEHOLDER_RE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+DIRECTIVE_RE = re.compile(r"^:::(.*)$")
+EXERCISE_DIRECTIVE_RE = re.compile(r"^:::\s*exercise\s+(\S+)\s*$")
+SANDBOX_KEYS = {"image", "cpus", "memory", "pids", "disk", "swap", "cpu_weight", "cpuset"}
+PARAM_KINDS = {"choice", "word", "int", "token"}
+TOKEN_LETTERS = "abcdefghijkmnpqrstuvwxyz23456789"
+DEFAULT_TIMEOUT = 10.0
+MAX_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class LabError:
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+@dataclass
+class Step:
+    id: str
+    title: str
+    file: str
+    source: str
+    exercises: list[str] = field(default_factory=list)  # in the order they are placed
+
+
+@dataclass
+class Wrong:
+    line: int
+    feedback: str
+    run: str | None = None
+    answer: str | None = None
+
+
+@dataclass
+class Quiz:
+    choices: list[str] | None = None
+    answer: str | None = None
+    pattern: str | None = None
+
+
+@dataclass
+class Exercise:
+    id: str
+    title: str
+    points: int
+    text: str
+    line: int
+    hints: list[str] = field(default_factory=list)
+    check: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    solution: str | None = None
+    wrong: list[Wrong] = field(default_factory=list)
+    quiz: Quiz | None = None
+    step: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return "quiz" if self.quiz is not None else "task"
+
+
+@dataclass
+class Lab:
+    id: str
+    path: Path
+    title: str = ""
+    summary: str = ""
+    minutes: int | None = None
+    sandbox: dict = field(default_factory=dict)
+    setup: str | None = None
+    params: dict[str, dict] = field(default_factory=dict)
+    steps: list[Step] = field(default_factory=list)
+    exercises: dict[str, Exercise] = field(default_factory=dict)
+    errors: list[LabError] = field(default_factory=list)
+    checks: ModuleType | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def max_points(self) -> int:
+        return sum(e.points for e in self.exercises.values())
+
+    def ordered_exercises(self) -> list[Exercise]:
+        """Exercises in the order a learner meets them in the steps."""
+        return [self.exercises[e] for s in self.steps for e in s.exercises if e in self.exercises]
+
+    def check_function(self, exercise: Exercise):
+        return getattr(self.checks, exercise.check, None) if exercise.check else None
+
+
+# ----------------------------------------------------------------- YAML with line numbers
+
+class Node:
+    """A YAML value with where it came from (1-based line)."""
+
+    __slots__ = ("value", "line")
+
+    def __init__(self, value, line: int):
+        self.value = value
+        self.line = line
+
+
+def _compose(text: str, file: str) -> Node:
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return Node({}, 1)
+        return _convert(loader, root, file)
+    finally:
+        loader.dispose()
+
+
+def _convert(loader, node, file: str) -> Node:
+    line = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, tuple[Node, int]] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                raise _Bad(file, key_node.start_mark.line + 1, f"key {key!r} is not a string")
+            if key in out:
+                raise _Bad(file, key_node.start_mark.line + 1, f"key {key!r} appears twice")
+            out[key] = _convert(loader, value_node, file)
+            out[key].line = key_node.start_mark.line + 1  # where an author looks for it
+        return Node(out, line)
+    if isinstance(node, yaml.SequenceNode):
+        return Node([_convert(loader, item, file) for item in node.value], line)
+    return Node(loader.construct_object(node, deep=True), line)
+
+
+class _Bad(Exception):
+    def __init__(self, file: str, line: int, message: str):
+        super().__init__(message)
+        self.error = LabError(file, line, message)
+
+
+def plain(node: Node):
+    """The Python value of a node tree, without line numbers."""
+    if isinstance(node.value, dict):
+        return {k: plain(v) for k, v in node.value.items()}
+    if isinstance(node.value, list):
+        return [plain(v) for v in node.value]
+    return node.value
+
+
+# ----------------------------------------------------------------- loading
+
+class _Reader:
+    """Reads one lab folder, collecting errors instead of stopping at the first."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.errors: list[LabError] = []
+        self.meta_file = f"{folder.name}/lab.yaml"
+
+    def error(self, line: int, message: str, file: str | None = None) -> None:
+        self.errors.append(LabError(file or self.meta_file, line, message))
+
+    def mapping(self, node: Node, allowed: set[str], required: set[str], what: str) -> dict:
+        if not isinstance(node.value, dict):
+            self.error(node.line, f"{what} must be a mapping of keys to values")
+            return {}
+        for key, value in node.value.items():
+            if key not in allowed:
+                close = _closest(key, allowed)
+                self.error(value.line, f"unknown key {key!r} in {what}"
+                           + (f" (did you mean {close!r}?)" if close else ""))
+        for key in sorted(required - set(node.value)):
+            self.error(node.line, f"{what} needs {key!r}")
+        return {k: v for k, v in node.value.items() if k in allowed}
+
+    def text(self, node: Node | None, what: str, *, required: bool = True) -> str:
+        if node is None:
+            return ""
+        if isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+            return str(node.value)
+        if not isinstance(node.value, str) or (required and not node.value.strip()):
+            self.error(node.line, f"{what} must be a non-empty string")
+            return ""
+        return node.value
+
+    def number(self, node: Node | None, what: str, low: float, high: float, default,
+               integer: bool = False):
+        if node is None:
+            return default
+        value = node.value
+        ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+        if not ok or not low <= value <= high:
+            self.error(node.line, f"{what} must be {'an integer' if integer else 'a number'} "
+                                  f"from {low:g} to {high:g}")
+            return default
+        return value
+
+    def read(self, rel: str, line: int, what: str) -> str | None:
+        """A file of the lab by its path relative to the folder, never outside it."""
+        path = (self.folder / rel)
+        try:
+            inside = path.resolve().is_relative_to(self.folder.resolve())
+        except OSError:
+            inside = False
+        if ".." in Path(rel).parts or Path(rel).is_absolute() or not inside:
+            self.error(line, f"{what} {rel!r} must be a path inside the lab folder")
+            return None
+        try:
+            return path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            self.error(line, f"{what} {rel!r} does not exist")
+        except (OSError, UnicodeDecodeError) as e:
+            self.error(line, f"{what} {rel!r} cannot be read: {e}")
+        return None
+
+    def script(self, node: Node | None, what: str) -> str | None:
+        """A shell script given inline, or as the path of a file ending in .sh."""
+        if node is None:
+            return None
+        text = self.text(node, what)
+        if re.fullmatch(r"[\w./-]+\.sh", text.strip()):
+            return self.read(text.strip(), node.line, what)
+        return text
+
+
+def _closest(word: str, choices: set[str]) -> str | None:
+    import difflib
+
+    match = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.7)
+    return match[0] if match else None
+
+
+LAB_KEYS = {"id", "title", "summary", "minutes", "sandbox", "setup", "params", "steps",
+            "exercises"}
+STEP_KEYS = {"id", "title", "file"}
+EXERCISE_KEYS = {"id", "title", "points", "text", "hints", "check", "timeout", "solution",
+                 "wrong", "quiz"}
+QUIZ_KEYS = {"choices", "answer", "pattern", "check"}
+WRONG_KEYS = {"run", "answer", "feedback"}
+
+
+def load_lab(folder: str | Path) -> Lab:
+    """The lab in `folder`, with every problem found listed in `.errors`."""
+    folder = Path(folder)
+    lab = Lab(id=folder.name, path=folder)
+    r = _Reader(folder)
+    if not LAB_ID_RE.match(folder.name):
+        r.error(1, f"the folder name {folder.name!r} is not a valid lab id "
+                   "(lower-case letters, digits and '-')")
+    source = r.read("lab.yaml", 1, "metadata file")
+    if source is None:
+        lab.errors = r.errors
+        return lab
+    try:
+        root = _compose(source, r.meta_file)
+    except _Bad as e:
+        r.errors.append(e.error)
+        lab.errors = r.errors
+        return lab
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        r.error(mark.line + 1 if mark else 1, f"not valid YAML: {getattr(e, 'problem', e)}")
+        lab.errors = r.errors
+        return lab
+    top = r.mapping(root, LAB_KEYS, {"id", "title", "steps", "exercises"}, "the lab")
+    if "id" in top and r.text(top["id"], "id") != folder.name:
+        r.error(top["id"].line, f"id {top['id'].value!r} must equal the folder name "
+                                f"{folder.name!r}")
+    lab.title = r.text(top.get("title"), "title")
+    lab.summary = r.text(top.get("summary"), "summary", required=False)
+    lab.minutes = r.number(top.get("minutes"), "minutes", 1, 600, None, integer=True)
+    lab.sandbox = _sandbox(r, top.get("sandbox"))
+    if "setup" in top:
+        lab.setup = r.script(top["setup"], "setup")
+    lab.params = _params(r, top.get("params"))
+    lab.steps = _steps(r, top.get("steps"))
+    lab.exercises = _exercises(r, top.get("exercises"), lab.params)
+    _place(r, lab)
+    _check_placeholders(r, lab)
+    lab.checks = _load_checks(r, lab)
+    lab.errors = r.errors
+    return lab
+
+
+def _sandbox(r: _Reader, node: Node | None) -> dict:
+    if node is None:
+        return {}
+    values = r.mapping(node, SANDBOX_KEYS, set(), "sandbox")
+    out = {}
+    for key, value in values.items():
+        if not isinstance(value.value, (str, int, float)) or isinstance(value.value, bool):
+            r.error(value.line, f"sandbox {key} must be a number or a string like 512m")
+            continue
+        out[key] = value.value
+    return out
+
+
+def _params(r: _Reader, node: Node | None) -> dict[str, dict]:
+    if node is None:
+        return {}
+    if not isinstance(node.value, dict):
+        r.error(node.line, "params must be a mapping of names to kinds")
+        return {}
+    out = {}
+    for name, spec in node.value.items():
+        if not PARAM_RE.match(name):
+            r.error(spec.line, f"param name {name!r} must be lower_case letters, digits, _")
+            continue
+        kinds = r.mapping(spec, PARAM_KINDS, set(), f"param {name!r}")
+        if len(kinds) != 1:
+            r.error(spec.line, f"param {name!r} needs exactly one of "
+                               f"{', '.join(sorted(PARAM_KINDS))}")
+            continue
+        (kind, value), = kinds.items()
+        raw = plain(value)
+        if kind in ("choice", "word"):
+            if not isinstance(raw, list) or not raw or not all(
+                    isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in raw):
+                r.error(value.line, f"param {name!r}: {kind} needs a non-empty list of values")
+                continue
+        elif kind == "int":
+            if not (isinstance(raw, list) and len(raw) == 2 and all(
+                    isinstance(v, int) and not isinstance(v, bool) for v in raw)
+                    and raw[0] <= raw[1]):
+                r.error(value.line, f"param {name!r}: int needs [low, high]")
+                continue
+        elif not (isinstance(raw, int) and not isinstance(raw, bool) and 4 <= raw <= 64):
+            r.error(value.line, f"param {name!r}: token needs a length from 4 to 64")
+            continue
+        out[name] = {kind: raw}
+    return out
+
+
+def _steps(r: _Reader, node: Node | None) -> list[Step]:
+    if node is None:
+        return []
+    if not isinstance(node.value, list) or not node.value:
+        r.error(node.line, "steps must be a non-empty list")
+        return []
+    steps, seen = [], set()
+    for item in node.value:
+        values = r.mapping(item, STEP_KEYS, STEP_KEYS, "a step")
+        if set(values) != STEP_KEYS:
+            continue
+        sid = r.text(values["id"], "step id")
+        if not ITEM_ID_RE.match(sid):
+            r.error(values["id"].line, f"step id {sid!r} must be lower-case letters, digits, '-'")
+        elif sid in seen:
+            r.error(values["id"].line, f"step id {sid!r} is used twice")
+        seen.add(sid)
+        rel = r.text(values["file"], "step file")
+        source = r.read(rel, values["file"].line, "step file") if rel else None
+        steps.append(Step(sid, r.text(values["title"], "step title"), rel, source or ""))
+    return steps
+
+
+def _exercises(r: _Reader, node: Node | None, params: dict) -> dict[str, Exercise]:
+    if node is None:
+        return {}
+    if not isinstance(node.value, list) or not node.value:
+        r.error(node.line, "exercises must be a non-empty list")
+        return {}
+    out: dict[str, Exercise] = {}
+    for item in node.value:
+        v = r.mapping(item, EXERCISE_KEYS, {"id", "title", "points", "text"}, "an exercise")
+        if "id" not in v:
+            continue
+        eid = r.text(v["id"], "exercise id")
+        if not ITEM_ID_RE.match(eid):
+            r.error(v["id"].line, f"exercise id {eid!r} must be lower-case letters, digits, '-'")
+            continue
+        if eid in out:
+            r.error(v["id"].line, f"exercise id {eid!r} is used twice")
+            continue
+        ex = Exercise(id=eid, title=r.text(v.get("title"), "title"),
+                      points=r.number(v.get("points"), "points", 0, 1000, 1, integer=True),
+                      text=r.text(v.get("text"), "text"), line=item.line,
+                      timeout=float(r.number(v.get("timeout"), "timeout", 1, MAX_TIMEOUT,
+                                             DEFAULT_TIMEOUT)))
+        if "hints" in v:
+            if isinstance(v["hints"].value, list):
+                ex.hints = [r.text(h, "a hint") for h in v["hints"].value]
+            else:
+                r.error(v["hints"].line, "hints must be a list of Markdown strings")
+        if "check" in v:
+            ex.check = r.text(v["check"], "check")
+        if "quiz" in v:
+            ex.quiz = _quiz(r, v["quiz"], ex)
+        elif "check" not in v:
+            ex.check = eid.replace("-", "_")
+        if "solution" in v:
+            ex.solution = r.script(v["solution"], "solution")
+        elif ex.quiz is None or ex.check:
+            r.error(item.line, f"exercise {eid!r} needs a reference solution (`solution:`)")
+        ex.wrong = _wrongs(r, v.get("wrong"), ex, item.line)
+        if ex.check and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", ex.check):
+            r.error(v.get("check", item).line, f"check {ex.check!r} is not a Python name")
+        out[eid] = ex
+    return out
+
+
+def _quiz(r: _Reader, node: Node, ex: Exercise) -> Quiz:
+    v = r.mapping(node, QUIZ_KEYS, set(), f"the quiz of {ex.id!r}")
+    quiz = Quiz()
+    if "choices" in v:
+        if not isinstance(v["choices"].value, list) or len(v["choices"].value) < 2:
+            r.error(v["choices"].line, "choices must be a list of at least two answers")
+        else:
+            quiz.choices = [r.text(c, "a choice") for c in v["choices"].value]
+    if "answer" in v:
+        quiz.answer = r.text(v["answer"], "answer")
+    if "pattern" in v:
+        quiz.pattern = r.text(v["pattern"], "pattern")
+        try:
+            re.compile(quiz.pattern)
+        except re.error as e:
+            r.error(v["pattern"].line, f"pattern is not a valid regular expression: {e}")
+    if "check" in v:
+        ex.check = r.text(v["check"], "check")
+    ways = sum(x is not None for x in (quiz.answer, quiz.pattern, ex.check))
+    if ways != 1:
+        r.error(node.line, f"the quiz of {ex.id!r} needs exactly one of answer, pattern, check")
+    if quiz.choices is not None and quiz.answer not in quiz.choices:
+        r.error(node.line, f"the quiz of {ex.id!r}: answer must be one of its choices")
+    return quiz
+
+
+def _wrongs(r: _Reader, node: Node | None, ex: Exercise, line: int) -> list[Wrong]:
+    if node is None or not isinstance(node.value, list) or not node.value:
+        r.error(node.line if node else line,
+                f"exercise {ex.id!r} needs at least one typical wrong answer (`wrong:`)")
+        return []
+    out = []
+    for item in node.value:
+        v = r.mapping(item, WRONG_KEYS, {"feedback"}, "a wrong answer")
+        key = "answer" if ex.quiz is not None else "run"
+        other = "run" if key == "answer" else "answer"
+        if other in v:
+            r.error(v[other].line, f"a wrong answer of a {'quiz' if ex.quiz else 'task'} "
+                                   f"uses {key!r}, not {other!r}")
+        if key not in v:
+            r.error(item.line, f"a wrong answer needs {key!r}")
+            continue
+        value = r.script(v[key], key) if key == "run" else r.text(v[key], key)
+        out.append(Wrong(line=item.line, feedback=r.text(v.get("feedback"), "feedback"),
+                         **{key: value}))
+    return out
+
+
+def _place(r: _Reader, lab: Lab) -> None:
+    """Find each `::: exercise ID` directive; every exercise is placed exactly once."""
+    placed: dict[str, str] = {}
+    for step in lab.steps:
+        file = f"{lab.id}/{step.file}"
+        fence = None
+        for number, line in enumerate(step.source.splitlines(), 1):
+            stripped = line.strip()
+            opener = re.match(r"^(`{3,}|~{3,})", stripped)
+            if opener and (fence is None or stripped.startswith(fence)):
+                fence = None if fence else opener.group(1)
+                continue
+            if fence or not DIRECTIVE_RE.match(stripped):
+                continue
+            m = EXERCISE_DIRECTIVE_RE.match(stripped)
+            if not m:
+                r.error(number, f"unknown directive {stripped!r} (the only one is "
+                                "`::: exercise ID`)", file)
+            elif m.group(1) not in lab.exercises:
+                r.error(number, f"directive names exercise {m.group(1)!r}, which lab.yaml "
+                                "does not define", file)
+            elif m.group(1) in placed:
+                r.error(number, f"exercise {m.group(1)!r} is already placed in step "
+                                f"{placed[m.group(1)]!r}", file)
+            else:
+                placed[m.group(1)] = step.id
+                step.exercises.append(m.group(1))
+                lab.exercises[m.group(1)].step = step.id
+    for ex in lab.exercises.values():
+        if ex.id not in placed:
+            r.error(ex.line, f"exercise {ex.id!r} is not placed in any step: add "
+                             f"`::: exercise {ex.id}` on a line of its own in a step")
+
+
+def _check_placeholders(r: _Reader, lab: Lab) -> None:
+    def scan(text: str | None, file: str, first_line: int, per_line: bool) -> None:
+        for m in PLACEHOLDER_RE.finditer(text or ""):
+            if m.group(1) not in lab.params:
+                line = first_line + (text.count("\n", 0, m.start()) if per_line else 0)
+                r.error(line, f"{{{{ {m.group(1)} }}}} names no param (params: "
+                              f"{', '.join(sorted(lab.params)) or 'none'})", file)
+
+    for step in lab.steps:
+        scan(step.source, f"{lab.id}/{step.file}", 1, True)
+    for ex in lab.exercises.values():
+        for text in [ex.text, ex.solution, *ex.hints, *(w.run or w.answer for w in ex.wrong)]:
+            scan(text, r.meta_file, ex.line, False)
+
+
+def _load_checks(r: _Reader, lab: Lab) -> ModuleType | None:
+    needed = [ex for ex in lab.exercises.values() if ex.check]
+    path = lab.path / "checks.py"
+    if not path.is_file():
+        for ex in needed:
+            r.error(ex.line, f"exercise {ex.id!r} needs check {ex.check!r} but the lab has "
+                             "no checks.py")
+        return None
+    try:
+        module = _import(path, lab.id)
+    except SyntaxError as e:
+        r.error(e.lineno or 1, f"syntax error: {e.msg}", f"{lab.id}/checks.py")
+        return None
+    except Exception as e:  # the author's module failed at import: say where
+        tb = e.__traceback__
+        line = 1
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename == str(path):
+                line = tb.tb_lineno
+            tb = tb.tb_next
+        r.error(line, f"importing checks.py failed: {type(e).__name__}: {e}",
+                f"{lab.id}/checks.py")
+        return None
+    for ex in needed:
+        fn = getattr(module, ex.check, None)
+        if not callable(fn):
+            r.error(ex.line, f"exercise {ex.id!r}: checks.py has no function {ex.check!r}")
+    return module
+
+
+_import_lock = threading.Lock()
+
+
+def _import(path: Path, lab_id: str) -> ModuleType:
+    name = f"nslab_lab_checks_{lab_id.replace('-', '_')}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    with _import_lock:
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return module
+
+
+# ----------------------------------------------------------------- the labs folder
+
+_cache: dict[Path, tuple[tuple, Lab]] = {}
+_cache_lock = threading.Lock()
+
+
+def _fingerprint(folder: Path) -> tuple:
+    try:
+        return tuple(sorted((str(p), p.stat().st_mtime_ns, p.stat().st_size)
+                            for p in folder.rglob("*") if p.is_file()
+                            and "__pycache__" not in p.parts))
+    except OSError:
+        return ()
+
+
+def lab(labs_dir: str | Path, lab_id: str) -> Lab | None:
+    """The lab `lab_id` of `labs_dir`, loaded again only when its files changed; None if
+    there is no such folder."""
+    if not LAB_ID_RE.match(lab_id or ""):
+        return None
+    folder = Path(labs_dir) / lab_id
+    if not folder.is_dir():
+        return None
+    key = _fingerprint(folder)
+    with _cache_lock:
+        hit = _cache.get(folder)
+        if hit and hit[0] == key:
+            return hit[1]
+    loaded = load_lab(folder)
+    with _cache_lock:
+        _cache[folder] = (key, loaded)
+    return loaded
+
+
+def lab_ids(labs_dir: str | Path) -> list[str]:
+    base = Path(labs_dir)
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir()
+                  if p.is_dir() and (p / "lab.yaml").is_file() and LAB_ID_RE.match(p.name))
+
+
+# ----------------------------------------------------------------- per-learner values
+
+def draw_params(specs: dict[str, dict], rng=None) -> dict:
+    """One learner's values for the lab's params (`rng`: a random.Random for tests)."""
+    rng = rng or secrets.SystemRandom()
+    out = {}
+    for name, spec in specs.items():
+        (kind, value), = spec.items()
+        if kind in ("choice", "word"):
+            out[name] = rng.choice(value)
+        elif kind == "int":
+            out[name] = rng.randint(value[0], value[1])
+        else:
+            out[name] = "".join(rng.choice(TOKEN_LETTERS) for _ in range(value))
+    return out
+
+
+def expand(text: str | None, params: dict) -> str:
+    """`{{ name }}` -> this learner's value (validation made sure every name exists)."""
+    if not text:
+        return text or ""
+    return PLACEHOLDER_RE.sub(lambda m: str(params.get(m.group(1), m.group(0))), text)
+
+
+def param_env(params: dict) -> dict[str, str]:
+    return {f"NSLAB_PARAM_{k.upper()}": str(v) for k, v in params.items()}

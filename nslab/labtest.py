@@ -1,0 +1,196 @@
+"""`nslab lab validate` and `nslab lab test`: prove a lab before a learner sees it.
+
+`test` replays every exercise on real sandboxes: a fresh sandbox must fail the check, the
+same sandbox after the reference solution must pass it, and each listed wrong answer, on a
+fresh sandbox of its own, must fail with the feedback the author expects.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sandbox.errors import SandboxError
+
+from .grader import Result, grade
+from .labformat import Exercise, Lab, draw_params, expand, lab_ids, load_lab, param_env
+
+SETUP_TIMEOUT = 30.0
+SOLUTION_TIMEOUT = 60.0
+# A learner does not press Check a millisecond after their command returns; processes a
+# solution starts in the background (setsid -f, &) need a moment to exec.
+SETTLE = 0.5
+
+
+def default_labs_dir() -> Path:
+    return Path(os.environ.get("NSLAB_LABS") or Path(__file__).resolve().parent.parent / "labs")
+
+
+def find_labs(target: str | None) -> list[Path]:
+    """PATH may be one lab's folder or a folder of labs; default: the labs folder."""
+    base = Path(target) if target else default_labs_dir()
+    if (base / "lab.yaml").is_file():
+        return [base]
+    if not base.is_dir():
+        raise FileNotFoundError(f"{base}: no such lab or labs folder")
+    return [base / name for name in lab_ids(base)]
+
+
+# ----------------------------------------------------------------- sandboxes for a lab
+
+def sandbox_params(lab: Lab) -> dict:
+    """The create() arguments for a sandbox of this lab (lab limits over the defaults)."""
+    from webapp.sandboxes import DEFAULT_LIMITS
+
+    return {**DEFAULT_LIMITS, **lab.sandbox}
+
+
+def run_setup(client, sid: str, lab: Lab, params: dict) -> None:
+    """Run the lab's setup script in a new sandbox; raise SandboxError if it fails."""
+    if not lab.setup:
+        return
+    out = client.run(sid, ["/bin/sh", "-c", expand(lab.setup, params)], env=param_env(params),
+                     timeout=SETUP_TIMEOUT)
+    if out.get("timed_out") or out.get("exit_code") != 0:
+        raise SandboxError(f"the setup of lab {lab.id!r} failed (exit {out.get('exit_code')}"
+                           f"{', timed out' if out.get('timed_out') else ''}): "
+                           f"{(out.get('stderr') or out.get('stdout') or '').strip()[-300:]}")
+
+
+# ----------------------------------------------------------------- replay
+
+@dataclass
+class Outcome:
+    exercise: str
+    ok: bool = True
+    lines: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def expect(self, ok: bool, line: str) -> None:
+        self.ok &= ok
+        self.lines.append(("ok    " if ok else "FAIL  ") + line)
+
+
+class LabTester:
+    def __init__(self, client, lab: Lab, params: dict, keep: bool = False):
+        self.client = client
+        self.lab = lab
+        self.params = params
+        self.keep = keep
+
+    def fresh(self) -> str:
+        sb = self.client.create(**sandbox_params(self.lab),
+                                labels={"purpose": "lab-test", "lab": self.lab.id})
+        try:
+            run_setup(self.client, sb["id"], self.lab, self.params)
+        except BaseException:
+            self.drop(sb["id"])
+            raise
+        return sb["id"]
+
+    def drop(self, sid: str) -> None:
+        if not self.keep:
+            try:
+                self.client.destroy(sid, purge=True)
+            except SandboxError:
+                pass
+
+    def shell(self, sid: str, script: str) -> dict:
+        out = self.client.run(sid, ["/bin/bash", "-c", expand(script, self.params)],
+                              env=param_env(self.params), timeout=SOLUTION_TIMEOUT)
+        time.sleep(SETTLE)
+        return out
+
+    def check(self, ex: Exercise, sid: str | None, answer: str | None = None) -> Result:
+        return grade(self.lab, ex, client=self.client, sandbox_id=sid, params=self.params,
+                     answer=answer)
+
+    def exercise(self, ex: Exercise) -> Outcome:
+        out = Outcome(ex.id)
+        started = time.monotonic()
+        try:
+            if ex.quiz is not None and not ex.check:
+                self._quiz(ex, out)
+            else:
+                self._task(ex, out)
+        except SandboxError as e:
+            out.expect(False, f"sandbox error: {e.message}")
+        out.seconds = time.monotonic() - started
+        return out
+
+    def _quiz(self, ex: Exercise, out: Outcome) -> None:
+        right = expand(ex.quiz.answer, self.params) if ex.quiz.answer else None
+        if right is not None:
+            r = self.check(ex, None, right)
+            out.expect(r.passed, f"the answer {right!r} passes")
+        r = self.check(ex, None, "")
+        out.expect(not r.passed, "an empty answer fails")
+        self._wrong_answers(ex, out, None)
+
+    def _task(self, ex: Exercise, out: Outcome) -> None:
+        sid = self.fresh()
+        try:
+            r = self.check(ex, sid, "" if ex.quiz else None)
+            out.expect(not r.passed, f"fresh sandbox fails: {_short(r.feedback)}")
+            done = self.shell(sid, ex.solution or "")
+            if done.get("exit_code") != 0 or done.get("timed_out"):
+                out.expect(False, f"the solution exited {done.get('exit_code')}: "
+                                  f"{_short(done.get('stderr') or done.get('stdout'))}")
+                return
+            answer = done.get("stdout", "").strip() if ex.quiz else None
+            r = self.check(ex, sid, answer)
+            out.expect(r.passed, f"solution passes ({r.duration_ms} ms): {_short(r.feedback)}")
+        finally:
+            self.drop(sid)
+        self._wrong_answers(ex, out, "task")
+
+    def _wrong_answers(self, ex: Exercise, out: Outcome, kind: str | None) -> None:
+        for n, wrong in enumerate(ex.wrong, 1):
+            sid = None
+            try:
+                if wrong.run is not None:
+                    sid = self.fresh()
+                    self.shell(sid, wrong.run)
+                    r = self.check(ex, sid)
+                else:
+                    if ex.check:
+                        sid = self.fresh()
+                    r = self.check(ex, sid, expand(wrong.answer, self.params))
+            finally:
+                if sid:
+                    self.drop(sid)
+            want = expand(wrong.feedback, self.params)
+            out.expect(not r.passed and want in r.feedback,
+                       f"wrong answer {n} fails with {want!r}"
+                       + ("" if want in r.feedback else f" — got {_short(r.feedback)}")
+                       + (" — but it PASSED" if r.passed else ""))
+
+
+def _short(text: str | None, n: int = 110) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= n else text[:n - 1] + "…"
+
+
+def replay_lab(client, lab: Lab, *, seed: int | None = None, only: list[str] | None = None,
+             keep: bool = False, echo=print) -> bool:
+    rng = random.Random(seed)
+    params = draw_params(lab.params, rng)
+    echo(f"lab {lab.id}: {len(lab.exercises)} exercises; params {params or '{}'}")
+    tester = LabTester(client, lab, params, keep)
+    ok = True
+    for ex in lab.ordered_exercises():
+        if only and ex.id not in only:
+            continue
+        outcome = tester.exercise(ex)
+        ok &= outcome.ok
+        echo(f"  {'PASS' if outcome.ok else 'FAIL'}  {ex.id} ({outcome.seconds:.1f} s)")
+        for line in outcome.lines:
+            echo(f"        {line}")
+    return ok
+
+
+def validate(paths: list[Path]) -> list[Lab]:
+    return [load_lab(p) for p in paths]
