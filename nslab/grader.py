@@ -225,6 +225,18 @@ class SandboxView:
     def addresses(self) -> list[dict]:
         return self.facts.get("addresses", [])
 
+    @property
+    def net_namespaces(self) -> list[dict]:
+        """Each network namespace a process of the sandbox is in: `inode`, `host_pid`,
+        `addresses` (interfaces as in `addresses`), read from the host."""
+        return self.facts.get("net_namespaces", [])
+
+    def hostname_of(self, proc: Process) -> str | None:
+        """The hostname of the process's UTS namespace, read from the host."""
+        inode = proc.namespaces.get("uts")
+        return next((u["hostname"] for u in self.facts.get("uts_namespaces", [])
+                     if u["inode"] == inode), None)
+
     def measure_cpu(self, procs: list[Process], seconds: float = 1.0) -> float:
         """CPUs used by `procs` together over `seconds`, from their scheduler time as the
         host sees it (processes that exit meanwhile count what they used until then)."""

@@ -282,23 +282,31 @@ def in_netns(ns_fd: int, func):
     whatever `func` opens must be closed before it returns, or be used only for that
     namespace. Exceptions raised by `func` are raised here.
     """
+    return in_namespace(ns_fd, "net", func)
+
+
+NS_FLAGS = {"net": libc.CLONE_NEWNET, "uts": libc.CLONE_NEWUTS}
+
+
+def in_namespace(ns_fd: int, kind: str, func):
+    """`in_netns` for any namespace a single thread may join ("net", "uts")."""
     outcome: dict = {}
 
     def run():
         try:
-            host_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            host_fd = os.open(f"/proc/thread-self/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
             try:
-                libc.setns(ns_fd, libc.CLONE_NEWNET)
+                libc.setns(ns_fd, NS_FLAGS[kind])
                 try:
                     outcome["value"] = func()
                 finally:
-                    libc.setns(host_fd, libc.CLONE_NEWNET)
+                    libc.setns(host_fd, NS_FLAGS[kind])
             finally:
                 os.close(host_fd)
         except BaseException as e:  # handed over to the calling thread and raised there
             outcome["error"] = e
 
-    thread = threading.Thread(target=run, name="nslab-netns")
+    thread = threading.Thread(target=run, name=f"nslab-{kind}ns")
     thread.start()
     thread.join()
     if "error" in outcome:
