@@ -16,10 +16,10 @@ from urllib.parse import quote, urlencode
 
 from .config import default_socket_path
 from .errors import (CapacityExhausted, Conflict, HostUnsupported, InvalidRequest, NotFound,
-                     SandboxError)
+                     SandboxError, TooLarge)
 
 _ERRORS = {cls.code: cls for cls in (InvalidRequest, NotFound, Conflict, CapacityExhausted,
-                                     HostUnsupported)}
+                                     HostUnsupported, TooLarge)}
 
 
 class DaemonUnavailable(SandboxError):
@@ -70,7 +70,9 @@ class Client:
         return self.url or str(self.socket_path)
 
     def request(self, method: str, path: str, body: dict | None = None, *,
-                query: dict | None = None, timeout: float | None = None):
+                query: dict | None = None, timeout: float | None = None, raw: bool = False):
+        """One call; the decoded JSON answer, or with `raw` its bytes as they came. An
+        error answer (always JSON) raises the SandboxError kind the daemon named."""
         url = "/v1" + path + ("?" + urlencode(query) if query else "")
         headers = {"Content-Type": "application/json"}
         if self.token:
@@ -82,7 +84,7 @@ class Client:
         try:
             conn.request(method, url, body=data, headers=headers)
             resp = conn.getresponse()
-            raw = resp.read()
+            answer = resp.read()
         except (FileNotFoundError, ConnectionRefusedError) as e:
             raise DaemonUnavailable(
                 f"cannot reach sandboxd at {self.where()}: {e.strerror or e}; start it with "
@@ -95,14 +97,16 @@ class Client:
             raise DaemonUnavailable(f"sandboxd at {self.where()} did not answer in time") from None
         finally:
             conn.close()
+        if resp.status < 400 and raw:
+            return answer
         if resp.status == 204:
             return None
         try:
-            payload = json.loads(raw) if raw else None
+            payload = json.loads(answer) if answer else None
         except ValueError:
-            payload = {"message": raw.decode(errors="replace")}
+            payload = {"message": answer.decode(errors="replace")}
         if resp.status >= 400:
-            payload = payload or {}
+            payload = payload if isinstance(payload, dict) else {}
             cls = _ERRORS.get(payload.get("error"), SandboxError)
             err = cls(payload.get("message", f"HTTP {resp.status}"), field=payload.get("field"))
             err.status = resp.status
@@ -164,6 +168,29 @@ class Client:
             body["env"] = env
         return self.request("POST", f"/sandboxes/{quote(sid, safe='')}/run", body,
                             timeout=timeout + 30)
+
+    def read_file(self, sid: str, path: str, *, pid: int | None = None,
+                  limit: int | None = None) -> bytes:
+        """The bytes of a regular file inside the sandbox, its path resolved in the root of
+        the sandbox's init, or of process `pid` (a pid as seen inside the sandbox: a file
+        in a mount namespace the learner made). At most `limit` bytes (default 8 MiB, at
+        most 16 MiB); a bigger file raises TooLarge, a missing one NotFound, a directory,
+        fifo or device InvalidRequest."""
+        query = {"path": path}
+        if pid is not None:
+            query["pid"] = str(pid)
+        if limit is not None:
+            query["limit"] = str(limit)
+        return self.request("GET", f"/sandboxes/{quote(sid, safe='')}/files", query=query,
+                            raw=True)
+
+    def list_dir(self, sid: str, path: str, *, pid: int | None = None) -> list[dict]:
+        """A directory inside the sandbox: [{"name", "type" (file, dir, link, other),
+        "size", "mtime"}], sorted by name, at most 1000 entries; links are not followed."""
+        query = {"path": path}
+        if pid is not None:
+            query["pid"] = str(pid)
+        return self.request("GET", f"/sandboxes/{quote(sid, safe='')}/dir", query=query)
 
     def exec_info(self, eid: str) -> dict:
         return self.request("GET", f"/exec/{quote(eid, safe='')}")

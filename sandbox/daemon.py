@@ -26,11 +26,11 @@ from pathlib import Path
 
 from aiohttp import WSMsgType, web
 
-from . import sessions
+from . import files, sessions
 from .config import HostConfig
 from .engine import Engine
 from .errors import InvalidRequest, NotFound, SandboxError
-from .requests import CreateRequest, ExecRequest
+from .requests import CreateRequest, ExecRequest, FileQuery, check_sandbox_id
 from .spawner import SpawnerClient
 
 log = logging.getLogger("nslab.sandboxd")
@@ -114,6 +114,8 @@ class Daemon:
         r.add_post(f"{API}/sandboxes/{{sid}}/exec", self.exec)
         r.add_post(f"{API}/sandboxes/{{sid}}/run", self.run)
         r.add_get(f"{API}/sandboxes/{{sid}}/ports/{{port}}", self.port)
+        r.add_get(f"{API}/sandboxes/{{sid}}/files", self.read_file)
+        r.add_get(f"{API}/sandboxes/{{sid}}/dir", self.list_dir)
         r.add_get(f"{API}/exec/{{eid}}", self.exec_info)
         r.add_delete(f"{API}/exec/{{eid}}", self.exec_forget)
         r.add_get(f"{API}/exec/{{eid}}/attach", self.attach)
@@ -180,6 +182,20 @@ class Daemon:
         listening = any(s["port"] == port and s["proto"] == "tcp"
                         for s in self.engine.network.listening_sockets(rec.init_pid))
         return _json({"host": rec.address, "port": port, "listening": listening})
+
+    # -------------------------------------------------------------- files
+
+    async def read_file(self, request):
+        sid = check_sandbox_id(request.match_info["sid"])
+        q = FileQuery.from_query(request.query, allowed=frozenset({"path", "pid", "limit"}),
+                                 default_limit=files.DEFAULT_LIMIT, max_limit=files.MAX_LIMIT)
+        data = await self.engine.read_file(sid, q)
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    async def list_dir(self, request):
+        sid = check_sandbox_id(request.match_info["sid"])
+        q = FileQuery.from_query(request.query, allowed=frozenset({"path", "pid"}))
+        return _json(await self.engine.list_dir(sid, q))
 
     # -------------------------------------------------------------- exec
 

@@ -22,14 +22,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import libc
+from . import files, libc
 from .cgroups import CgroupManager, Limits
 from .config import UID_BASE, UID_BLOCK, UID_BLOCKS, HostConfig
 from .errors import (CapacityExhausted, Conflict, HostUnsupported, InvalidRequest, NotFound,
                      SandboxError)
 from .images import ImageStore
-from .network import Network
-from .requests import CreateRequest, ExecRequest, check_sandbox_id
+from .network import Network, in_namespace
+from .requests import CreateRequest, ExecRequest, FileQuery, check_sandbox_id
 from .sessions import ExecSession
 from .spawner import SpawnerClient, start_time
 from .storage import Storage
@@ -632,6 +632,8 @@ class Engine:
             for s in self.network.listening_sockets(pid):
                 s["netns"] = ns
                 sockets.append(s)
+        net_namespaces = await asyncio.to_thread(self._net_namespaces, netns_seen)
+        uts_namespaces = await asyncio.to_thread(_uts_namespaces, procs)
         return {
             "id": rec.id, "state": rec.state, "hostname": rec.hostname,
             "init_pid": rec.init_pid, "uid_base": rec.uid_base, "uid_count": UID_BLOCK,
@@ -640,7 +642,131 @@ class Engine:
             "sockets": sockets,
             "addresses": await asyncio.to_thread(self.network.addresses, rec.init_pid),
             "address": rec.address, "limits": rec.limits, "disk": rec.disk,
+            "net_namespaces": net_namespaces, "uts_namespaces": uts_namespaces,
         }
+
+    def _net_namespaces(self, seen: dict[int, int]) -> list[dict]:
+        """Every network namespace a process of the sandbox is in, with its interfaces
+        (a learner's own namespaces too: graders see a veth they made from the host)."""
+        out = []
+        for inode, pid in seen.items():
+            try:
+                addresses = self.network.addresses(pid)
+            except SandboxError:  # the process exited meanwhile
+                continue
+            out.append({"inode": inode, "host_pid": pid, "addresses": addresses})
+        return out
+
+    # ------------------------------------------------------------------ files (sandbox/files.py)
+
+    async def read_file(self, sid: str, q: FileQuery) -> bytes:
+        """A regular file of the sandbox, resolved in its init's root (or `q.pid`'s)."""
+        rec = self._running(sid)
+        return await asyncio.to_thread(self._in_root, rec, q.pid, files.read_file, q.path,
+                                       q.limit or files.DEFAULT_LIMIT)
+
+    async def list_dir(self, sid: str, q: FileQuery) -> list[dict]:
+        rec = self._running(sid)
+        return await asyncio.to_thread(self._in_root, rec, q.pid, files.list_dir, q.path)
+
+    def _in_root(self, rec: SandboxRecord, pid: int | None, fn, *args):
+        root = self._root_fd(rec, pid)
+        try:
+            return fn(root, *args)
+        finally:
+            os.close(root)
+
+    def _root_fd(self, rec: SandboxRecord, pid: int | None) -> int:
+        """An O_PATH fd on the root directory of the sandbox's init, or of its process
+        `pid` (a pid as seen inside the sandbox), whose mount namespace may be its own.
+        /proc/<host pid> is opened first and the process checked through that fd, so a
+        pid reused meanwhile by some other process of the host is never followed."""
+        if pid is None:
+            candidates = [rec.init_pid] if rec.init_pid else []
+        else:
+            candidates = [p for p in self.cgroups.procs(rec.group) if _inside_pid(p) == pid]
+        for host_pid in candidates:
+            try:
+                proc = os.open(f"/proc/{host_pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            try:
+                if pid is None:
+                    ok = _start_time_at(proc) == rec.init_start
+                else:
+                    ok = _inside_pid(host_pid, proc) == pid and _in_group(proc, rec.group)
+                if ok:
+                    return os.open("root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=proc)
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            finally:
+                os.close(proc)
+        if pid is None:
+            raise Conflict(f"sandbox {rec.id} has no running init; start it again")
+        raise NotFound(f"no process {pid} in sandbox {rec.id}")
+
+
+def _read_at(dir_fd: int, name: str) -> bytes:
+    fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        return os.read(fd, 65536)
+    finally:
+        os.close(fd)
+
+
+def _inside_pid(host_pid: int, proc_fd: int | None = None) -> int | None:
+    """The pid of host process `host_pid` in the sandbox's pid namespace (NSpid's second
+    field), read through `proc_fd` (its /proc dir) when given; None if it has exited."""
+    try:
+        if proc_fd is None:
+            text = Path(f"/proc/{host_pid}/status").read_bytes()
+        else:
+            text = _read_at(proc_fd, "status")
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    for line in text.splitlines():
+        if line.startswith(b"NSpid:"):
+            fields = line.split()[1:]
+            return int(fields[1]) if len(fields) > 1 else None
+    return None
+
+
+def _start_time_at(proc_fd: int) -> int | None:
+    stat = _read_at(proc_fd, "stat")
+    return int(stat[stat.rindex(b")") + 2:].split()[19])
+
+
+def _in_group(proc_fd: int, group: str) -> bool:
+    """Whether the process is in the cgroup `group` or below it (any hierarchy)."""
+    prefix = "/" + group
+    for line in _read_at(proc_fd, "cgroup").decode(errors="replace").splitlines():
+        path = line.split(":", 2)[-1]
+        if path == prefix or path.startswith(prefix + "/"):
+            return True
+    return False
+
+
+def _uts_namespaces(procs: list[dict]) -> list[dict]:
+    """The hostname of each UTS namespace of the sandbox's processes, read by a thread that
+    joins it (procfs would show the reader's own hostname, not the process's)."""
+    out, seen = [], set()
+    for p in procs:
+        inode = p["namespaces"].get("uts")
+        if inode is None or inode in seen:
+            continue
+        try:
+            fd = os.open(f"/proc/{p['host_pid']}/ns/uts", os.O_RDONLY | os.O_CLOEXEC)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        try:
+            name = in_namespace(fd, "uts", lambda: os.uname().nodename)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        seen.add(inode)
+        out.append({"inode": inode, "hostname": name})
+    return out
 
 
 def _alive(pid: int | None, start: int | None) -> bool:

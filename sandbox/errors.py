@@ -43,6 +43,13 @@ class Conflict(SandboxError):
     code = "conflict"
 
 
+class TooLarge(SandboxError):
+    """What was asked for is bigger than the limit (a file to read, a body to accept)."""
+
+    status = 413
+    code = "too_large"
+
+
 class CapacityExhausted(SandboxError):
     """No uid range, address or storage left for one more sandbox."""
 

@@ -47,6 +47,22 @@ AT_RECURSIVE = 0x8000
 AT_FDCWD = -100
 MOVE_MOUNT_F_EMPTY_PATH = 0x00000004
 
+# linux/openat2.h
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+
+# linux/magic.h: filesystems whose regular files are plain data (see sandbox/files.py)
+OVERLAYFS_SUPER_MAGIC = 0x794C7630
+BTRFS_SUPER_MAGIC = 0x9123683E
+TMPFS_MAGIC = 0x01021994
+RAMFS_MAGIC = 0x858458F6
+EXT4_SUPER_MAGIC = 0xEF53
+XFS_SUPER_MAGIC = 0x58465342
+PROC_SUPER_MAGIC = 0x9FA0
+
 # linux/prctl.h
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
@@ -58,9 +74,9 @@ PR_CAPBSET_DROP = 24
 # asm/unistd_64.h (x86_64) and asm-generic/unistd.h (aarch64)
 _SYSCALLS = {
     "x86_64": {"pivot_root": 155, "open_tree": 428, "move_mount": 429, "mount_setattr": 442,
-               "pidfd_open": 434, "pidfd_send_signal": 424},
+               "pidfd_open": 434, "pidfd_send_signal": 424, "openat2": 437},
     "aarch64": {"pivot_root": 41, "open_tree": 428, "move_mount": 429, "mount_setattr": 442,
-                "pidfd_open": 434, "pidfd_send_signal": 424},
+                "pidfd_open": 434, "pidfd_send_signal": 424, "openat2": 437},
 }
 _NR = _SYSCALLS.get(platform.machine())
 
@@ -90,12 +106,19 @@ _sethostname = _declare("sethostname", ctypes.c_int, ctypes.c_char_p, ctypes.c_s
 _prctl = _declare("prctl", ctypes.c_int, ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong,
                   ctypes.c_ulong, ctypes.c_ulong)
 _syscall = _declare("syscall", ctypes.c_long, ctypes.c_long)
+_fstatfs = _declare("fstatfs", ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
 
 
 class _MountAttr(ctypes.Structure):
     # linux/mount.h: struct mount_attr
     _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
                 ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+class _OpenHow(ctypes.Structure):
+    # linux/openat2.h: struct open_how
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
 
 
 def _b(value):
@@ -172,3 +195,18 @@ def pidfd_open(pid: int) -> int:
 
 def pidfd_send_signal(pidfd: int, sig: int) -> None:
     _sys("pidfd_send_signal", ctypes.c_int(pidfd), ctypes.c_int(sig), None, ctypes.c_uint(0))
+
+
+def openat2(dirfd: int, path, flags: int, resolve: int, mode: int = 0) -> int:
+    """openat2(2): open `path` relative to `dirfd` under the RESOLVE_* rules (Linux >= 5.6)."""
+    how = _OpenHow(flags=flags, mode=mode, resolve=resolve)
+    return _sys("openat2", ctypes.c_int(dirfd), ctypes.c_char_p(_b(path)), ctypes.byref(how),
+                ctypes.c_size_t(ctypes.sizeof(how)))
+
+
+def fstatfs_type(fd: int) -> int:
+    """f_type of fstatfs(2): which filesystem `fd` lies on (the *_MAGIC numbers above).
+    struct statfs starts with f_type (a long) on x86_64 and aarch64; 120 bytes in all."""
+    buf = ctypes.create_string_buffer(256)
+    _fstatfs(fd, buf)
+    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF

@@ -195,3 +195,53 @@ def check_sandbox_id(value: str) -> str:
     if not isinstance(value, str) or not SANDBOX_ID_RE.fullmatch(value):
         raise InvalidRequest("a sandbox id is 12 hex digits", field="id")
     return value
+
+
+MAX_PATH = 4096
+MAX_PID = 4_194_304  # the kernel's PID_MAX_LIMIT
+_PID_RE = re.compile(r"^[1-9][0-9]{0,6}$")
+
+
+@dataclass
+class FileQuery:
+    """`?path=/abs[&pid=N][&limit=SIZE]` of GET /sandboxes/ID/files and /dir."""
+
+    path: str
+    pid: int | None = None
+    limit: int | None = None
+
+    @classmethod
+    def from_query(cls, query, *, allowed: frozenset[str], default_limit: int = 0,
+                   max_limit: int = 0) -> "FileQuery":
+        """`query` is a multidict (aiohttp's request.query); every key at most once."""
+        for key in query:
+            if key not in allowed:
+                raise InvalidRequest(f"unknown parameter {key!r}; allowed: "
+                                     f"{', '.join(sorted(allowed))}", field=key)
+            if len(query.getall(key)) > 1:
+                raise InvalidRequest(f"{key} is given more than once", field=key)
+        path = query.get("path")
+        if path is None or path == "":
+            raise InvalidRequest("path is required: an absolute path inside the sandbox",
+                                 field="path")
+        if (not path.startswith("/") or "\0" in path or len(path.encode(errors="surrogateescape"))
+                > MAX_PATH or any(len(part.encode(errors="surrogateescape")) > 255
+                                  for part in path.split("/"))):
+            raise InvalidRequest("path must be an absolute path without NUL bytes (at most "
+                                 f"{MAX_PATH} bytes, 255 per name)", field="path")
+        q = cls(path=path)
+        if "pid" in query:
+            raw = query["pid"]
+            if not _PID_RE.fullmatch(raw) or int(raw) > MAX_PID:
+                raise InvalidRequest(f"pid must be a process id from 1 to {MAX_PID} "
+                                     "(as seen inside the sandbox)", field="pid")
+            q.pid = int(raw)
+        if "limit" in allowed:
+            q.limit = default_limit
+            if "limit" in query:
+                raw = query["limit"]
+                if not raw.isascii():
+                    raise InvalidRequest("limit must be a size like 1048576 or 8m", field="limit")
+                q.limit = parse_size(int(raw) if raw.isdigit() and len(raw) < 16 else raw,
+                                     "limit", minimum=1, maximum=max_limit)
+        return q
