@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from sandbox.errors import SandboxError
+from sandbox.errors import NotFound, SandboxError
 
 from .labformat import Exercise, Lab, expand
 
@@ -257,8 +257,14 @@ class SandboxView:
 
     # -- inside the sandbox
     def read_file(self, path: str, pid: int | None = None, limit: int = 1 << 20) -> bytes:
+        """Raises FileNotFoundError if there is no such file inside."""
         self._budget(1)
-        return self.client.read_file(self.id, path, pid=pid, limit=limit)
+        try:
+            return self.client.read_file(self.id, path, pid=pid, limit=limit)
+        except NotFound as e:
+            if e.message.startswith("no such file"):
+                raise FileNotFoundError(path) from None
+            raise
 
     def run(self, cmd: str | list[str], timeout: float = 5.0) -> RunResult:
         argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)

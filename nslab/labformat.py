@@ -473,20 +473,41 @@ def _wrongs(r: _Reader, node: Node | None, ex: Exercise, line: int) -> list[Wron
     return out
 
 
+def directive_lines(source: str):
+    """(line number, text) of each `:::` line outside fenced code blocks."""
+    fence = None
+    for number, line in enumerate(source.splitlines(), 1):
+        stripped = line.strip()
+        opener = re.match(r"^(`{3,}|~{3,})", stripped)
+        if opener and (fence is None or stripped.startswith(fence)):
+            fence = None if fence else opener.group(1)
+            continue
+        if not fence and DIRECTIVE_RE.match(stripped):
+            yield number, stripped
+
+
+def split_at_exercises(source: str) -> list[tuple[str, str]]:
+    """A step's Markdown cut at its exercise directives: [("markdown", text) |
+    ("exercise", id)] in order (the lab was validated, so every directive is one)."""
+    lines = source.splitlines(keepends=True)
+    parts, start = [], 0
+    for number, text in directive_lines(source):
+        m = EXERCISE_DIRECTIVE_RE.match(text)
+        if not m:
+            continue
+        parts.append(("markdown", "".join(lines[start:number - 1])))
+        parts.append(("exercise", m.group(1)))
+        start = number
+    parts.append(("markdown", "".join(lines[start:])))
+    return [(kind, value) for kind, value in parts if kind == "exercise" or value.strip()]
+
+
 def _place(r: _Reader, lab: Lab) -> None:
     """Find each `::: exercise ID` directive; every exercise is placed exactly once."""
     placed: dict[str, str] = {}
     for step in lab.steps:
         file = f"{lab.id}/{step.file}"
-        fence = None
-        for number, line in enumerate(step.source.splitlines(), 1):
-            stripped = line.strip()
-            opener = re.match(r"^(`{3,}|~{3,})", stripped)
-            if opener and (fence is None or stripped.startswith(fence)):
-                fence = None if fence else opener.group(1)
-                continue
-            if fence or not DIRECTIVE_RE.match(stripped):
-                continue
+        for number, stripped in directive_lines(step.source):
             m = EXERCISE_DIRECTIVE_RE.match(stripped)
             if not m:
                 r.error(number, f"unknown directive {stripped!r} (the only one is "

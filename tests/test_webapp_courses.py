@@ -3,6 +3,8 @@ errors in one place."""
 
 from __future__ import annotations
 
+import os
+
 import re
 
 import pytest
@@ -118,6 +120,9 @@ def test_adding_labs_is_for_the_course_instructor(app, web, school):
         assert web.post(f"/courses/{c1}/labs", data={"lab_id": "net"}).status_code == status
         web.post("/logout")
     login(web, "ann")
+    r = web.post(f"/courses/{c1}/labs", data={"lab_id": "Net"}, follow_redirects=True)
+    assert "There is no lab &#39;net&#39; in" in r.text  # only labs that exist in labs/
+    os.makedirs(os.path.join(app.config["LABS_DIR"], "net"))
     r = web.post(f"/courses/{c1}/labs", data={"lab_id": "Net"}, follow_redirects=True)
     assert "Added the lab net." in r.text
     r = web.post(f"/courses/{c1}/labs", data={"lab_id": "../etc"}, follow_redirects=True)

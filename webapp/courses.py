@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from pathlib import Path
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
-from sqlalchemy import select
+from sqlalchemy import func, select
 from wtforms import StringField
 from wtforms.validators import InputRequired, Length
 
 from . import services
 from .auth import role_required
 from .extensions import db
-from .models import Course, Role, SandboxAssignment
+from .models import Course, ExerciseProgress, Role, SandboxAssignment
 
 bp = Blueprint("courses", __name__, url_prefix="/courses")
 
@@ -85,12 +87,38 @@ def join():
 @login_required
 def show(course_id: int):
     course = course_for_member(course_id)
+    labs = {cl.lab_id: lab_card(cl.lab_id) for cl in course.labs}
     if course.is_taught_by(current_user):
-        return render_template("courses/instructor.html", course=course, add_lab=AddLabForm())
+        totals = dict(db.session.execute(
+            select(ExerciseProgress.user_id, func.sum(ExerciseProgress.points))
+            .where(ExerciseProgress.course_id == course.id)
+            .group_by(ExerciseProgress.user_id)).all())
+        return render_template("courses/instructor.html", course=course, add_lab=AddLabForm(),
+                               labs=labs, totals=totals,
+                               max_points=sum(c["max_points"] for c in labs.values()))
     started = set(db.session.scalars(
         select(SandboxAssignment.lab_id).where(SandboxAssignment.course_id == course.id,
                                                SandboxAssignment.user_id == current_user.id)))
-    return render_template("courses/learner.html", course=course, started=started)
+    points = dict(db.session.execute(
+        select(ExerciseProgress.lab_id, func.sum(ExerciseProgress.points))
+        .where(ExerciseProgress.course_id == course.id,
+               ExerciseProgress.user_id == current_user.id)
+        .group_by(ExerciseProgress.lab_id)).all())
+    return render_template("courses/learner.html", course=course, started=started, labs=labs,
+                           points=points)
+
+
+def lab_card(lab_id: str) -> dict:
+    """What a course page shows of a lab: its title and points, or that it is broken."""
+    from . import progress
+
+    lab = progress.load(lab_id)
+    if lab is None:
+        return {"title": lab_id, "summary": "", "max_points": 0, "ok": True, "errors": 0,
+                "minutes": None}
+    return {"title": lab.title or lab_id, "summary": lab.summary, "ok": lab.ok,
+            "max_points": lab.max_points if lab.ok else 0, "errors": len(lab.errors),
+            "minutes": lab.minutes}
 
 
 @bp.route("/<int:course_id>/labs", methods=["POST"])
@@ -102,6 +130,7 @@ def add_lab(course_id: int):
     form = AddLabForm()
     if form.validate_on_submit():
         try:
+            _require_lab_folder(form.lab_id.data)
             lab = services.add_lab(course, form.lab_id.data)
         except services.ServiceError as e:
             db.session.rollback()
@@ -110,3 +139,15 @@ def add_lab(course_id: int):
             db.session.commit()
             flash(f"Added the lab {lab.lab_id}.", "success")
     return redirect(url_for("courses.show", course_id=course.id))
+
+
+def _require_lab_folder(lab_id: str) -> None:
+    from nslab.labformat import LAB_ID_RE, lab_ids
+
+    wanted = lab_id.strip().lower()
+    if not LAB_ID_RE.match(wanted):
+        return  # services.add_lab says what a lab id looks like
+    base = Path(current_app.config["LABS_DIR"])
+    if not (base / wanted).is_dir():
+        known = ", ".join(lab_ids(base)) or "none yet"
+        raise services.ServiceError(f"there is no lab {wanted!r} in {base} (labs: {known})")

@@ -5,8 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 
+from . import progress
 from .courses import course_for_member
-from .lesson import load_lesson
+from .extensions import db
+from .lesson import lesson_steps, load_lesson
 
 bp = Blueprint("labs", __name__, url_prefix="/courses/<int:course_id>/labs")
 
@@ -18,13 +20,31 @@ def show(course_id: int, lab_id: str):
     lab = course.lab(lab_id)
     if lab is None:
         abort(404, description="This course has no such lab.")
-    lesson = load_lesson(current_app.config["LABS_DIR"], lab.lab_id)
+    shadowing = course.is_taught_by(current_user)
     position = course.labs.index(lab)
     neighbours = (course.labs[position - 1] if position > 0 else None,
                   course.labs[position + 1] if position + 1 < len(course.labs) else None)
-    return render_template("labs/lab.html", course=course, lab=lab, lesson=lesson,
-                           previous=neighbours[0], next=neighbours[1],
-                           shadowing=course.is_taught_by(current_user))
+    common = dict(course=course, lab=lab, previous=neighbours[0], next=neighbours[1],
+                  shadowing=shadowing)
+    structured = progress.load(lab.lab_id)
+    if structured is None:  # a folder with a plain lesson.md (or nothing yet)
+        lesson = load_lesson(current_app.config["LABS_DIR"], lab.lab_id)
+        return render_template("labs/lab.html", lesson=lesson, title=lesson.title, **common)
+    if structured.errors:
+        return render_template("labs/unavailable.html", structured=structured,
+                               title=structured.title or lab.lab_id, **common), 503
+    if shadowing:  # the instructor reads every step, with each param's name in place
+        params = {name: f"⟨{name}⟩" for name in structured.params}
+        rows, last = {}, {}
+    else:
+        params = progress.params_for(current_user, course, structured)
+        db.session.commit()
+        rows = progress.progress_rows(current_user.id, course.id, structured.id)
+        last = progress.last_attempts(current_user.id, course.id, structured.id)
+    steps = lesson_steps(structured, params, rows, last, all_open=shadowing)
+    return render_template("labs/lab.html", structured=structured, steps=steps,
+                           title=structured.title, lesson=None,
+                           points=sum(r.points for r in rows.values()), **common)
 
 
 @bp.route("/<lab_id>/reset", methods=["POST"])

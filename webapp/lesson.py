@@ -98,3 +98,67 @@ def load_lesson(labs_dir: str | Path, lab_id: str) -> Lesson:
     heading = re.search(r"^#\s+(.+?)\s*#*\s*$", source, re.MULTILINE)
     return Lesson(lab_id, heading.group(1) if heading else lab_id, render_markdown(source),
                   found=True)
+
+
+# ----------------------------------------------------------------- structured labs
+
+@dataclass
+class ExerciseView:
+    id: str
+    title: str
+    points: int
+    kind: str
+    text: Markup
+    choices: list[str] | None
+    hints_total: int
+    hints_open: list[Markup]
+    status: str
+    score: int
+    last_feedback: Markup | None
+    last_passed: bool | None
+    last_answer: str | None
+
+
+@dataclass
+class StepView:
+    id: str
+    number: int
+    title: str
+    unlocked: bool
+    passed: bool
+    parts: list  # Markup (lesson text) or ExerciseView, in reading order
+
+
+def lesson_steps(lab, params: dict, rows: dict, last: dict, *, all_open: bool = False
+                 ) -> list[StepView]:
+    """The steps of a lab (nslab.labformat.Lab) for one learner: their values filled in,
+    each exercise with its status, open hints and last feedback; locked steps marked."""
+    from nslab.labformat import expand, split_at_exercises
+
+    from .progress import step_states
+
+    states = {s.id: s for s in step_states(lab, rows)}
+    out = []
+    for number, step in enumerate(lab.steps, 1):
+        parts = []
+        for kind, value in split_at_exercises(step.source):
+            if kind == "markdown":
+                parts.append(render_markdown(expand(value, params)))
+                continue
+            ex, row, attempt = lab.exercises[value], rows.get(value), last.get(value)
+            used = row.hints_used if row else 0
+            parts.append(ExerciseView(
+                id=ex.id, title=ex.title, points=ex.points, kind=ex.kind,
+                text=render_markdown(expand(ex.text, params)),
+                choices=[expand(c, params) for c in ex.quiz.choices]
+                if ex.quiz is not None and ex.quiz.choices else None,
+                hints_total=len(ex.hints),
+                hints_open=[render_markdown(expand(h, params)) for h in ex.hints[:used]],
+                status=row.status if row else "not_started", score=row.points if row else 0,
+                last_feedback=render_markdown(attempt.feedback) if attempt else None,
+                last_passed=attempt.passed if attempt else None,
+                last_answer=attempt.answer if attempt else None))
+        state = states[step.id]
+        out.append(StepView(step.id, number, step.title, all_open or state.unlocked,
+                            state.passed, parts))
+    return out

@@ -9,7 +9,8 @@ from datetime import datetime, timezone
 
 from flask import current_app
 from flask_login import UserMixin
-from sqlalchemy import DateTime, Enum, ForeignKey, Index, String, UniqueConstraint, select
+from sqlalchemy import (JSON, Boolean, DateTime, Enum, ForeignKey, Index, Integer, String, Text,
+                        UniqueConstraint, select)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -177,6 +178,71 @@ class SandboxAssignment(db.Model):
 
     user: Mapped[User] = relationship()
     course: Mapped[Course] = relationship()
+
+
+class LearnerLab(db.Model):
+    """One learner's run of a lab in a course: the values drawn for them (lab params)."""
+
+    __tablename__ = "learner_labs"
+    __table_args__ = (UniqueConstraint("user_id", "course_id", "lab_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    course_id: Mapped[int] = mapped_column(ForeignKey("courses.id", ondelete="CASCADE"),
+                                           index=True)
+    lab_id: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict] = mapped_column(JSON, default=dict)
+    started: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ExerciseProgress(db.Model):
+    """Where one learner stands on one exercise (the attempts are the history)."""
+
+    __tablename__ = "exercise_progress"
+    __table_args__ = (UniqueConstraint("user_id", "course_id", "lab_id", "exercise_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    course_id: Mapped[int] = mapped_column(ForeignKey("courses.id", ondelete="CASCADE"),
+                                           index=True)
+    lab_id: Mapped[str] = mapped_column(String(64))
+    exercise_id: Mapped[str] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    hints_used: Mapped[int] = mapped_column(Integer, default=0)
+    points: Mapped[int] = mapped_column(Integer, default=0)  # the best attempt's
+    passed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_attempt: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    user: Mapped[User] = relationship()
+
+    @property
+    def status(self) -> str:
+        if self.passed_at is not None:
+            return "passed"
+        return "failed" if self.attempts else "not_started"
+
+
+class Attempt(db.Model):
+    """One press of Check: when, what came out, and how many hints were open then."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (Index("ix_attempts_learner", "user_id", "course_id", "lab_id",
+                            "exercise_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    course_id: Mapped[int] = mapped_column(ForeignKey("courses.id", ondelete="CASCADE"))
+    lab_id: Mapped[str] = mapped_column(String(64))
+    exercise_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    passed: Mapped[bool] = mapped_column(Boolean)
+    points: Mapped[int] = mapped_column(Integer, default=0)
+    feedback: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str | None] = mapped_column(String(500))
+    hints_used: Mapped[int] = mapped_column(Integer, default=0)
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+
+    user: Mapped[User] = relationship()
 
 
 class LoginFailure(db.Model):
