@@ -1,0 +1,16 @@
+# A running hog, then a cgroup with a quota of {{ target }} CPU, then every stress-ng
+# process moved into it (the worker too: moving a process does not move its children).
+set -e
+setsid -f stress-ng --cpu 1 --quiet </dev/null >/dev/null 2>&1
+for i in $(seq 50); do pgrep -x stress-ng-cpu >/dev/null && break; sleep 0.1; done
+quota=$(awk 'BEGIN { printf "%d", {{ target }} * 100000 + 0.5 }')
+if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+  G=/sys/fs/cgroup/lim; mkdir -p $G
+  echo "$quota 100000" > $G/cpu.max
+else
+  G=/sys/fs/cgroup/cpu/lim; mkdir -p $G
+  echo 100000 > $G/cpu.cfs_period_us
+  echo $quota > $G/cpu.cfs_quota_us
+fi
+for p in $(pgrep stress-ng); do echo $p > $G/cgroup.procs; done
+cat /proc/$(pgrep -x stress-ng-cpu)/cgroup

@@ -1,0 +1,9 @@
+set -e
+if [ -f /sys/fs/cgroup/cgroup.controllers ]; then G=/sys/fs/cgroup/ice
+else G=/sys/fs/cgroup/freezer/ice; fi
+mkdir -p $G
+for p in $(pgrep -x ticker); do echo $p > $G/cgroup.procs; done
+if [ -f $G/cgroup.freeze ]; then echo 1 > $G/cgroup.freeze; else echo FROZEN > $G/freezer.state; fi
+sleep 1
+if [ -f $G/cgroup.freeze ]; then echo 0 > $G/cgroup.freeze; else echo THAWED > $G/freezer.state; fi
+cat /tmp/ticker
