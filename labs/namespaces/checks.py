@@ -218,15 +218,17 @@ def uts_hostname(sb, params):
     sandbox_name = sb.hostname_of(init)
     vault_uts = _vault_ns(sb, "uts")
     own = [p for p in sb.processes() if p.namespaces.get("uts") not in (base, vault_uts)]
+    if sandbox_name == want:
+        # Checked first: a namespace unshared after this inherits the name without setting it.
+        raise Fail(f"The sandbox's own hostname is now {want}: `hostname` ran in the sandbox's "
+                   "UTS namespace and renamed the whole sandbox. Set it back with `hostname "
+                   f"{sb.hostname}`, then make a new UTS namespace (`unshare --uts`) and set "
+                   "the name in there.")
     for p in own:
         if sb.hostname_of(p) == want:
             return (f"Right: `{_cmd(p)}` (PID {p.pid}) runs in UTS namespace "
                     f"uts:[{p.namespaces['uts']}] named {want}, while the sandbox is still "
                     f"{sandbox_name}.")
-    if sandbox_name == want:
-        raise Fail(f"The sandbox's own hostname is now {want}: `hostname` ran in the sandbox's "
-                   "UTS namespace and renamed the whole sandbox. Make a new UTS namespace "
-                   "first (`unshare --uts`) and set the name in there.")
     if own:
         p = own[0]
         raise Fail(f"`{_cmd(p)}` (PID {p.pid}) runs in a UTS namespace of its own "
@@ -377,9 +379,14 @@ def uts_program(sb, params):
                    "that namespace. This task wants your own program to call unshare().")
     for p in programs:
         if p.namespaces.get("uts") in (base, vault_uts):
+            renamed = ""
+            if sb.hostname_of(init) != sb.hostname:
+                renamed = (f" Its sethostname() renamed the whole sandbox to "
+                           f"{sb.hostname_of(init)!r}; set it back with `hostname "
+                           f"{sb.hostname}`.")
             raise Fail(f"Your program `{_cmd(p)}` (PID {p.pid}) runs in the sandbox's own UTS "
                        "namespace: it has not called unshare(CLONE_NEWUTS), or the call failed "
-                       "(check its return value).")
+                       "(check its return value)." + renamed)
         raise Fail(f"Your program `{_cmd(p)}` (PID {p.pid}) has a UTS namespace of its own, "
                    f"but its hostname is {sb.hostname_of(p)!r}; the task asks for {want!r}.")
     raise Fail("Your program is not running: start it in the background (`/root/utsns "

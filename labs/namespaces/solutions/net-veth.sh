@@ -10,5 +10,8 @@ nsenter --net=/run/netns/red ip link set v1 up
 nsenter --net=/run/netns/red ip link set lo up
 ping -c 1 -W 2 192.168.{{ net }}.2
 setsid -f nsenter --net=/run/netns/red python3 -m http.server --bind 192.168.{{ net }}.2 {{ port }} </dev/null >/dev/null 2>&1
-sleep 1
+for i in $(seq 100); do
+    curl -s -o /dev/null http://192.168.{{ net }}.2:{{ port }}/ && break
+    sleep 0.1
+done
 curl -s -o /dev/null -w '%{http_code}\n' http://192.168.{{ net }}.2:{{ port }}/

@@ -11,3 +11,7 @@ socket.sethostname(sys.argv[1])
 signal.pause()
 SRC
 setsid -f python3 /root/utsns.py {{ progname }} </dev/null >/dev/null 2>&1
+for i in $(seq 100); do
+    pid=$(pgrep -f '^python3 /root/utsns.py') && [ "$(nsenter --target "$pid" --uts hostname)" = {{ progname }} ] && break
+    sleep 0.1
+done

@@ -27,3 +27,7 @@ int main(int argc, char *argv[])
 SRC
 gcc -o /root/utsns /root/utsns.c
 setsid -f /root/utsns {{ progname }} </dev/null >/dev/null 2>&1
+for i in $(seq 100); do
+    pid=$(pgrep -x utsns) && [ "$(nsenter --target "$pid" --uts hostname)" = {{ progname }} ] && break
+    sleep 0.1
+done
