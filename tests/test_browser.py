@@ -207,7 +207,7 @@ def webapp(web_daemon):
     app = WebApp(web_daemon.socket)
     try:
         app.run("db", "upgrade")
-        demo = app.run("demo")
+        demo = app.demo = app.run("demo")
         match = re.search(r"^\s*learner\s+learner\s+password: (\S+)$", demo, re.M)
         assert match, f"no learner password in `nslab demo` output:\n{demo}"
         app.start()
@@ -344,4 +344,91 @@ def test_learner_uses_the_terminal_in_a_real_browser(chromium, web_daemon, webap
     assert not errors, f"JavaScript errors on the page: {errors}"
     print(f"prompt after opening the lab: {prompt_s * 1000:.0f} ms; "
           f"prompt back after Ctrl-C: {ctrl_c_s * 1000:.0f} ms")
+    page.close()
+
+
+def _sign_in(page, url: str, name: str, password: str) -> None:
+    page.goto(url + "/login")
+    page.fill("input[name=username]", name)
+    page.fill("input[name=password]", password)
+    page.click("form button[type=submit]")
+    page.wait_for_url("**/dashboard")
+
+
+def _check(page, exercise: str, timeout: float = 20) -> tuple[bool, str]:
+    """Press the exercise's Check button; (passed, the feedback shown)."""
+    card = f"#exercise-{exercise}"
+    page.click(f"{card} button[data-action=check]")
+    page.wait_for_function(
+        f"""() => {{ const r = document.querySelector('{card} [data-role=result]');
+                    return r && (r.classList.contains('is-pass') || r.classList.contains('is-fail')); }}""",
+        timeout=timeout * 1000)
+    result = page.locator(f"{card} [data-role=result]")
+    return "is-pass" in (result.get_attribute("class") or ""), result.inner_text()
+
+
+def _type_line(page, text: str) -> None:
+    page.click("#terminal .xterm-screen")
+    page.keyboard.type(text)
+    page.keyboard.press("Enter")
+
+
+def test_learner_passes_the_cpu_limit_exercise_and_the_instructor_sees_it(
+        chromium, web_daemon, webapp):
+    """The issue's done-when: in a real browser the demo learner answers the cgroups lab's
+    first steps, does the CPU-limit exercise through the terminal, sees a wrong attempt
+    fail with its feedback and the right one pass; the instructor's gradebook shows both."""
+    app, password = webapp
+    page = chromium.new_page()
+    page.set_default_timeout(20_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    _sign_in(page, app.url, "learner", password)
+    page.click("a.course-card")
+    page.click("ol.lab-list a[href$='/labs/cgroups']")
+    page.wait_for_selector("#terminal .xterm-screen")
+    _wait_for(page, _prompt, "the shell prompt")
+    assert page.locator("#step-cpu-quota").is_hidden()  # locked until the quizzes pass
+
+    # Step 1: a multiple-choice quiz; step 2: a number checked against the host's cgroup.
+    page.locator("#exercise-quota-file label", has_text="cpu.cfs_quota_us").click()
+    assert _check(page, "quota-file")[0]
+    page.fill("#exercise-sandbox-memory input[name=answer]", "512")
+    passed, feedback = _check(page, "sandbox-memory")
+    assert passed, feedback
+    page.wait_for_selector("#step-cpu-quota:not([hidden])")
+
+    # Step 3: the learner's own target, drawn for them and shown in the text.
+    text = page.locator("#exercise-cpu-limit .exercise-text").inner_text()
+    target = float(re.search(r"quota is (0\.\d) CPU", text).group(1))
+    quota = round(target * 100000)
+    _type_line(page, "stress-ng --cpu 1 --quiet &")
+    _type_line(page, "G=/sys/fs/cgroup/cpu/lim; [ -f /sys/fs/cgroup/cgroup.controllers ] && "
+                     "G=/sys/fs/cgroup/lim; mkdir -p $G; sleep 0.5; for p in $(pgrep stress-ng);"
+                     " do echo $p > $G/cgroup.procs; done")
+    # A wrong attempt: the cgroup has no quota yet.
+    passed, wrong = _check(page, "cpu-limit")
+    assert not passed and "stress-ng" in wrong and str(target) in wrong, wrong
+    _type_line(page, f"if [ -f $G/cpu.max ]; then echo '{quota} 100000' > $G/cpu.max; "
+                     f"else echo {quota} > $G/cpu.cfs_quota_us; fi")
+    time.sleep(0.5)
+    passed, right = _check(page, "cpu-limit")
+    assert passed, right
+    _shot(page, "browser-cpu-limit.png")
+    _type_line(page, "pkill stress-ng")
+
+    # The instructor's gradebook shows the exercise passed after two attempts.
+    teacher = re.search(r"^\s*instructor\s+teacher\s+password: (\S+)$", app.demo, re.M).group(1)
+    page.context.clear_cookies()
+    _sign_in(page, app.url, "teacher", teacher)
+    page.click("a.course-card")
+    page.click("text=Gradebook")
+    row = page.locator("tr[data-learner=learner]")
+    cell = row.locator("td[data-exercise=cpu-limit]")
+    assert cell.locator("strong").inner_text() == "4" and "2×" in cell.inner_text()
+    attempts = page.locator("#attempts tbody tr", has_text="cgroups/cpu-limit")
+    assert attempts.count() == 2
+    assert "failed" in attempts.nth(1).inner_text() and "passed" in attempts.nth(0).inner_text()
+    _shot(page, "browser-gradebook.png")
+    assert not errors, f"JavaScript errors on the page: {errors}"
     page.close()
