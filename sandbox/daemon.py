@@ -314,6 +314,8 @@ class Daemon:
                         return
             if att.dropped:
                 await ws.close(code=4000, message=b"viewer fell behind; reattach")
+            else:  # the session was closed under it: its sandbox stopped or went away
+                await ws.close(code=4001, message=b"the session is gone")
         except (ConnectionResetError, asyncio.CancelledError):
             pass
 
