@@ -53,16 +53,19 @@ def create_app(config: Config | Mapping | None = None) -> Flask:
     login_manager.init_app(app)
     socketio.init_app(app, async_mode="threading")
 
-    from . import api, auth, courses, dashboard, errors, labs
+    from . import api, auth, courses, dashboard, errors, files, labs
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(courses.bp)
     app.register_blueprint(labs.bp)
+    app.register_blueprint(files.bp)
     app.register_blueprint(api.bp)
     errors.register(app)
 
-    from . import sandboxes
+    from . import idle, sandboxes
+
+    idle.init_app(app)  # the idle sweeper, started with the first request served
 
     # One namespace object serves every app made in this process (it reads current_app).
     if not any(ns.namespace == "/terminal" for ns in socketio.namespace_handlers):

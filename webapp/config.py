@@ -7,6 +7,9 @@ NSLAB_SOCKET         sandboxd's socket, for the web app's client
 NSLAB_LABS           lab content dir (default: labs/ beside this package)
 NSLAB_COOKIE_SECURE  1: cookies only over HTTPS (set it when served over HTTPS)
 NSLAB_PROXIES        number of trusted reverse proxies in front (X-Forwarded-For, -Proto)
+NSLAB_IDLE_MINUTES   stop a learner's sandbox after this long without activity (default 30;
+                     0: never); app config IDLE_TIMEOUT, in seconds
+NSLAB_IDLE_WARNING_MINUTES  warn the page this long before (default 5); IDLE_WARNING, seconds
 """
 
 from __future__ import annotations
@@ -39,6 +42,17 @@ class Config:
                                "connect-src 'self'; object-src 'none'; base-uri 'self'; "
                                "form-action 'self'; frame-ancestors 'none'")
 
+    # Idle stop (webapp/idle.py): the sweeper starts with the first request the app serves
+    # (never in the admin commands); it looks every IDLE_SWEEP_INTERVAL seconds at most
+    # and writes a sandbox's last activity to the database at most every
+    # IDLE_PERSIST_INTERVAL seconds (keystrokes are only noted in memory).
+    IDLE_SWEEPER = True
+    IDLE_SWEEP_INTERVAL = 30.0
+    IDLE_PERSIST_INTERVAL = 30.0
+    # Upload and download through the lab page (webapp/files.py).
+    UPLOAD_MAX = 16 << 20
+    DOWNLOAD_MAX = 16 << 20
+
     def __init__(self, environ: Mapping[str, str] | None = None):
         env = os.environ if environ is None else environ
         self.INSTANCE_PATH = env.get("NSLAB_INSTANCE") or None
@@ -48,6 +62,8 @@ class Config:
         self.LABS_DIR = env.get("NSLAB_LABS") or str(ROOT / "labs")
         self.SESSION_COOKIE_SECURE = env.get("NSLAB_COOKIE_SECURE", "").lower() in TRUE
         self.PROXIES = int(env.get("NSLAB_PROXIES") or 0)
+        self.IDLE_TIMEOUT = _minutes(env, "NSLAB_IDLE_MINUTES", 30)
+        self.IDLE_WARNING = _minutes(env, "NSLAB_IDLE_WARNING_MINUTES", 5)
 
 
 class TestConfig(Config):
@@ -57,6 +73,7 @@ class TestConfig(Config):
 
     TESTING = True
     WTF_CSRF_ENABLED = False
+    IDLE_SWEEPER = False  # a test that wants it sets it, with a short IDLE_TIMEOUT
     # scrypt takes ~140 ms a hash; the tests make dozens of accounts.
     PASSWORD_HASH_METHOD = "pbkdf2:sha256:1000"
 
@@ -65,6 +82,20 @@ class TestConfig(Config):
         self.INSTANCE_PATH = str(instance_path)
         for key, value in overrides.items():
             setattr(self, key, value)
+
+
+def _minutes(env: Mapping[str, str], name: str, default: float) -> float:
+    """A number of minutes from the environment, in seconds."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default * 60.0
+    try:
+        minutes = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of minutes, not {raw!r}") from None
+    if not 0 <= minutes <= 7 * 24 * 60:
+        raise ValueError(f"{name} must be between 0 and {7 * 24 * 60} minutes, not {raw!r}")
+    return minutes * 60.0
 
 
 def _database_url(url: str | None) -> str | None:

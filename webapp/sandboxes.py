@@ -7,6 +7,7 @@ sandbox that was stopped or destroyed and comes back when the lab is opened agai
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 
 from flask import current_app, has_app_context
@@ -23,6 +24,15 @@ DEFAULT_LIMITS = {"cpus": 1.0, "memory": "512m", "pids": 512, "disk": "1g"}
 
 _last_socket: list = [None]
 
+# Activity per sandbox id (time.time()), noted in memory on every keystroke and written to
+# SandboxAssignment.last_active by the idle sweeper at most every IDLE_PERSIST_INTERVAL
+# (webapp/idle.py). One web process serves every page, so memory is the whole truth.
+_activity: dict[str, float] = {}
+# Sandboxes whose pages were warned that an idle stop is near; activity clears it.
+_warned: set[str] = set()
+# The /terminal namespace, for events to the pages of one sandbox (see register()).
+terminal_ns: list = [None]
+
 
 def client() -> Client:
     """A client for this app's sandboxd. Terminal relay threads run outside any app
@@ -30,6 +40,50 @@ def client() -> Client:
     if has_app_context():
         _last_socket[0] = current_app.config.get("NSLAB_SOCKET")
     return Client(_last_socket[0])
+
+
+def touch_sandbox(sandbox_id: str | None) -> None:
+    """Note activity in a sandbox (a keystroke, a page opened, a file moved): its idle
+    stop starts counting again. Cheap, memory only; safe from any thread."""
+    if not sandbox_id:
+        return
+    _activity[sandbox_id] = time.time()
+    if sandbox_id in _warned:
+        _warned.discard(sandbox_id)
+        notify(sandbox_id, "idle", {"sandbox_id": sandbox_id, "seconds_left": None})
+
+
+def touch(user_id: int, course_id: int, lab_id: str) -> bool:
+    """Note activity in this learner's sandbox for the lab (a check ran, say), in memory
+    and in its assignment's last_active (the caller's transaction carries that; the
+    memory note counts at once). False if the learner has no sandbox for the lab."""
+    assignment = db.session.execute(db.select(SandboxAssignment).filter_by(
+        user_id=user_id, course_id=course_id, lab_id=str(lab_id))).scalar_one_or_none()
+    if assignment is None or not assignment.sandbox_id:
+        return False
+    touch_sandbox(assignment.sandbox_id)
+    assignment.last_active = datetime.now(timezone.utc)
+    return True
+
+
+def last_activity(assignment: SandboxAssignment) -> float:
+    """When the sandbox last saw activity (epoch seconds): memory or database, the later."""
+    stored = assignment.last_active
+    if stored is None:
+        at = 0.0
+    else:
+        if stored.tzinfo is None:  # SQLite hands back naive datetimes; they are UTC
+            stored = stored.replace(tzinfo=timezone.utc)
+        at = stored.timestamp()
+    return max(at, _activity.get(assignment.sandbox_id or "", 0.0))
+
+
+def notify(sandbox_id: str, event: str, data: dict) -> None:
+    """An event to every page attached to this sandbox's terminals (its learner's tabs,
+    a watching instructor)."""
+    ns = terminal_ns[0]
+    if ns is not None:
+        ns.to_sandbox(sandbox_id, event, data)
 
 
 def _home_name(assignment: SandboxAssignment) -> str:
@@ -62,6 +116,7 @@ def sandbox_for(user: User, course_id, lab_id) -> str:
         db.session.flush()
     c = client()
     sid = assignment.sandbox_id
+    touch_sandbox(sid)  # before the daemon is asked: an idle stop under way holds off
     if sid:
         try:
             state = c.get(sid)["state"]
@@ -77,6 +132,7 @@ def sandbox_for(user: User, course_id, lab_id) -> str:
     assignment.state = SandboxState.RUNNING
     assignment.last_active = datetime.now(timezone.utc)
     db.session.commit()
+    touch_sandbox(sid)
     return sid
 
 
@@ -92,6 +148,8 @@ def reset(user: User, course_id, lab_id) -> bool:
         client().destroy(assignment.sandbox_id)
     except NotFound:
         pass
+    _activity.pop(assignment.sandbox_id, None)
+    _warned.discard(assignment.sandbox_id)
     assignment.sandbox_id = None
     assignment.state = SandboxState.STOPPED
     db.session.commit()
@@ -121,4 +179,5 @@ def register(socketio) -> None:
             db.session.rollback()
             raise
 
-    register_terminal(socketio, get_client=client, authorize=may_use, find_sandbox=find)
+    terminal_ns[0] = register_terminal(socketio, get_client=client, authorize=may_use,
+                                       find_sandbox=find, on_activity=touch_sandbox)

@@ -9,8 +9,12 @@ keyed by exec id):
   resize {exec_id, rows, cols}
   ack    {exec_id, bytes}           bytes xterm has written (its write callback)
   close  {exec_id, kill?}           detach; with kill, end the shell as well
+  touch  {sandbox_id}               "keep working": activity without a keystroke
 Events to the page: opened, output (exec_id, bytes), exit {exec_id, exit_code},
-error {message, tag?, exec_id?}.
+error {message, tag?, exec_id?}; and, to every page attached to a sandbox (a socket.io
+room per sandbox, see `to_sandbox`), what the app says about it: idle {sandbox_id,
+seconds_left} (an idle stop is near; seconds_left null: not any more), stopped
+{sandbox_id, reason} (webapp/idle.py).
 
 Bytes are never decoded here: a UTF-8 sequence split across two reads stays split until
 xterm's decoder joins it. Output is binary socket.io (a raw WebSocket frame, no base64).
@@ -56,6 +60,11 @@ DEFAULT_SIZE = (24, 80)
 
 Authorize = Callable[[Any, str, str], bool]
 FindSandbox = Callable[[Any, Any, Any], "str | None"]
+OnActivity = Callable[[str], None]
+
+
+def room(sandbox_id: str) -> str:
+    return f"sandbox:{sandbox_id}"
 
 
 class Relay:
@@ -196,7 +205,8 @@ class Relay:
     def _reattach(self) -> bool:
         """The daemon closed the stream while the process runs: a read-only viewer fell
         too far behind (code 4000), or its heartbeat got no answer while this relay was
-        paused. Output may have been lost in between, so attach again and start the page
+        paused; or the session is gone (4001: its sandbox stopped), and then attaching
+        again finds no session and the page hears `exit`. Output may have been lost in between, so attach again and start the page
         over, as after a reload: 'opened' (the page clears its screen), then the
         scrollback."""
         try:
@@ -227,12 +237,14 @@ class Relay:
 class TerminalNamespace(Namespace):
     def __init__(self, namespace: str, *, get_client: Callable[[], Client], authorize: Authorize,
                  get_user: Callable[[], Any] | None = None,
-                 find_sandbox: FindSandbox | None = None):
+                 find_sandbox: FindSandbox | None = None,
+                 on_activity: OnActivity | None = None):
         super().__init__(namespace)
         self.get_client = get_client
         self.authorize = authorize
         self.get_user = get_user or _current_user
         self.find_sandbox = find_sandbox
+        self.on_activity = on_activity or (lambda sandbox_id: None)
         self.relays: dict[str, dict[str, Relay]] = {}   # sid → exec id → relay
         self.latest_shell: dict[str, str] = {}          # sandbox id → last shell opened
         self._lock = threading.Lock()
@@ -247,6 +259,11 @@ class TerminalNamespace(Namespace):
             # A tuple is several event arguments to python-socketio: output(exec_id, bytes).
             data = args[0] if len(args) == 1 else tuple(args)
             self.socketio.emit(event, data, to=sid, namespace=self.namespace)
+
+    def to_sandbox(self, sandbox_id: str, event: str, data: dict) -> None:
+        """`event` to every page attached to a terminal of this sandbox; from any thread."""
+        with self._emit_lock:
+            self.socketio.emit(event, data, to=room(sandbox_id), namespace=self.namespace)
 
     def _error(self, message: str, **ids) -> None:
         self.send(request.sid, "error", {"message": message, **{k: v for k, v in ids.items()
@@ -331,6 +348,9 @@ class TerminalNamespace(Namespace):
                 self.latest_shell[sandbox_id] = exec_id
         if old is not None:
             old.close()
+        self.enter_room(request.sid, room(sandbox_id))
+        if not readonly:
+            self.on_activity(sandbox_id)
         # 'opened' goes out before the relay starts, so the page resets its screen before
         # the scrollback arrives.
         self.send(request.sid, "opened", {"tag": tag, "exec_id": exec_id,
@@ -355,6 +375,18 @@ class TerminalNamespace(Namespace):
         if not isinstance(data, (bytes, bytearray)) or isinstance(seq, bool):
             return
         relay.input(seq if isinstance(seq, int) else None, bytes(data))
+        if not relay.readonly:
+            self.on_activity(relay.sandbox_id)
+
+    def on_touch(self, data):
+        """Activity without a keystroke ("keep working" on the page), for a sandbox this
+        page types into."""
+        sandbox_id = data.get("sandbox_id") if isinstance(data, dict) else None
+        if not isinstance(sandbox_id, str):
+            return
+        terms = self.relays.get(request.sid, {})
+        if any(r.sandbox_id == sandbox_id and not r.readonly for r in list(terms.values())):
+            self.on_activity(sandbox_id)
 
     def on_resize(self, data):
         relay = self._relay(data) if isinstance(data, dict) else None
@@ -385,15 +417,19 @@ class TerminalNamespace(Namespace):
 def register_terminal(socketio, *, get_client: Callable[[], Client], authorize: Authorize,
                       get_user: Callable[[], Any] | None = None,
                       find_sandbox: FindSandbox | None = None,
+                      on_activity: OnActivity | None = None,
                       namespace: str = NAMESPACE) -> TerminalNamespace:
     """Serve terminals on `namespace`. `get_client()` gives a sandbox.client.Client;
     `authorize(user, sandbox_id, mode)` with mode "write" (type into it) or "read"
     (watch it) says whether the user may; `get_user()` defaults to flask_login's
     current_user where the app has a login manager, else None. `find_sandbox(user,
     course, lab)` gives the sandbox id for an `open` that names a course and lab
-    instead (the page need not know it); it may raise SandboxError with a message."""
+    instead (the page need not know it); it may raise SandboxError with a message.
+    `on_activity(sandbox_id)` is called on every keystroke, `touch` and writable open (it
+    must be cheap: it runs on the keystroke's path)."""
     ns = TerminalNamespace(namespace, get_client=get_client, authorize=authorize,
-                           get_user=get_user, find_sandbox=find_sandbox)
+                           get_user=get_user, find_sandbox=find_sandbox,
+                           on_activity=on_activity)
     socketio.on_namespace(ns)
     return ns
 

@@ -20,6 +20,10 @@
  * out of order.
  * The exec ids of the open tabs live in sessionStorage, so a reload or a reconnect
  * reattaches to the same shells and gets their scrollback.
+ * Idle stop (webapp/idle.py): `idle` {seconds_left} shows a banner above the terminal
+ * (a key, or its "Keep working" button, keeps the sandbox; `idle` with seconds_left null
+ * takes it away); `stopped` {reason: "idle"} says why the shells ended, and Enter in a
+ * tab (or "Start it again") opens the lab's sandbox again, which starts it.
  * Elements with [data-run] also type their code into the active terminal when clicked:
  * the attribute's value, or else the text of the <pre> it names with data-run-target, or
  * the nearest <pre> in its block.
@@ -48,6 +52,12 @@
   strip.setAttribute("role", "tablist");
   const status = document.getElementById("terminal-status") ||
     element("span", "terminal-status", strip);
+  const banner = element("div", "terminal-banner", root);
+  banner.setAttribute("role", "alert");
+  banner.hidden = true;
+  const bannerText = element("span", "terminal-banner-text", banner);
+  const bannerButton = element("button", "button button-small terminal-banner-button", banner);
+  bannerButton.type = "button";
   const panes = element("div", "terminal-panes", root);
   Object.assign(panes.style, { flex: "1 1 auto", minHeight: "0", position: "relative" });
   let addButton = null;
@@ -70,6 +80,76 @@
 
   function setStatus(text) {
     status.textContent = text;
+  }
+
+  // ---------------------------------------------------------------- idle stop
+
+  let idleTimer = null;
+  let idleDeadline = 0;
+  let stoppedIdle = null; // {minutes} once the sandbox was stopped for being idle
+  let sandboxOf = null;   // the sandbox id the terminals are attached to
+
+  function minutes(seconds) {
+    if (seconds < 60) return Math.max(1, Math.round(seconds)) + " seconds";
+    const m = Math.round(seconds / 60);
+    return m + (m === 1 ? " minute" : " minutes");
+  }
+
+  function showIdleWarning(secondsLeft) {
+    idleDeadline = Date.now() + secondsLeft * 1000;
+    const paint = () => {
+      const left = Math.max(0, (idleDeadline - Date.now()) / 1000);
+      bannerText.textContent = "Your sandbox will stop in " +
+        (left < 60 ? Math.ceil(left) + " seconds" : minutes(left)) +
+        " because it has been idle — keep working: any key in the terminal keeps it.";
+    };
+    paint();
+    bannerButton.textContent = "Keep working";
+    bannerButton.hidden = readonly;
+    banner.className = "terminal-banner terminal-banner-warning";
+    banner.hidden = false;
+    clearInterval(idleTimer);
+    idleTimer = setInterval(paint, 1000);
+  }
+
+  function hideBanner() {
+    clearInterval(idleTimer);
+    idleTimer = null;
+    banner.hidden = true;
+  }
+
+  function keepWorking() {
+    if (banner.hidden || stoppedIdle) return;
+    hideBanner();
+    if (sandboxOf) socket.emit("touch", { sandbox_id: sandboxOf });
+  }
+
+  function showStopped(seconds) {
+    hideBanner();
+    stoppedIdle = { minutes: minutes(seconds || 0) };
+    bannerText.textContent = "Your sandbox was stopped after " + stoppedIdle.minutes +
+      " without activity. Its files are kept" + (readonly ? "." : "; start it again to go on.");
+    bannerButton.textContent = "Start it again";
+    bannerButton.hidden = readonly;
+    banner.className = "terminal-banner terminal-banner-stopped";
+    banner.hidden = false;
+  }
+
+  function restart() {
+    stoppedIdle = null;
+    hideBanner();
+    for (const t of tabs) {
+      if (t.exited) openTab(t);
+    }
+    if (active) active.term.focus();
+  }
+
+  bannerButton.addEventListener("click", () => (stoppedIdle ? restart() : keepWorking()));
+
+  function stoppedNote() {
+    return "\r\n\x1b[33m[your sandbox was stopped after " + stoppedIdle.minutes +
+      " without activity; its files are kept" +
+      (readonly ? "]" : ". Press Enter to start it again]") + "\x1b[0m\r\n";
   }
 
   // ---------------------------------------------------------------- tabs
@@ -118,9 +198,13 @@
     t.term.open(t.pane);
     t.term.onData((s) => {
       if (t.exited) {
-        if (s.includes("\r")) openTab(t); // Enter after the shell ended: a new shell
+        if (s.includes("\r")) {
+          if (stoppedIdle) restart(); // the sandbox starts again with the open
+          else openTab(t); // Enter after the shell ended: a new shell
+        }
         return;
       }
+      if (!banner.hidden && !stoppedIdle) hideBanner(); // the keystroke is the activity
       send(t, s);
     });
     // Mouse reports in X10 mode are bytes, not UTF-8 text: one char per byte.
@@ -322,6 +406,11 @@
     t.seq = 0;
     t.exited = false;
     t.ready = true;
+    sandboxOf = m.sandbox_id || sandboxOf;
+    if (stoppedIdle) {
+      stoppedIdle = null;
+      hideBanner();
+    }
     t.tab.classList.remove("exited");
     t.term.reset(); // the scrollback follows
     save();
@@ -335,11 +424,35 @@
     t.execId = null;
     t.ready = false;
     t.exited = true;
+    t.exitedAt = Date.now();
     t.tab.classList.add("exited");
     save();
+    if (stoppedIdle) {
+      t.term.write(stoppedNote());
+      return;
+    }
     const code = m.exit_code === null || m.exit_code === undefined ? "" : " with code " + m.exit_code;
     t.term.write("\r\n\x1b[2m[the shell exited" + code +
       (readonly ? "]" : "; press Enter for a new one]") + "\x1b[0m\r\n");
+  });
+
+  socket.on("idle", (m) => {
+    if (sandboxOf && m.sandbox_id !== sandboxOf) return;
+    if (m.seconds_left === null || m.seconds_left === undefined) {
+      if (!stoppedIdle) hideBanner();
+    } else if (!stoppedIdle) {
+      showIdleWarning(m.seconds_left);
+    }
+  });
+
+  socket.on("stopped", (m) => {
+    if (sandboxOf && m.sandbox_id !== sandboxOf) return;
+    if (m.reason !== "idle") return;
+    showStopped(m.idle_seconds);
+    // Shells whose exit came first still get the explanation.
+    for (const t of tabs) {
+      if (t.exited && Date.now() - (t.exitedAt || 0) < 10000) t.term.write(stoppedNote());
+    }
   });
 
   socket.on("error", (m) => {

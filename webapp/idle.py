@@ -1,0 +1,152 @@
+"""Idle stop: a learner's sandbox that saw no activity for IDLE_TIMEOUT seconds is stopped.
+
+Activity is a keystroke in one of its terminals, a terminal opened (the lab page), a file
+uploaded or downloaded, and whatever calls `sandboxes.touch()` (a check). It is noted in
+memory (`sandboxes.touch_sandbox`, cheap enough for every keystroke) and written to
+`SandboxAssignment.last_active` by the sweeper at most every IDLE_PERSIST_INTERVAL.
+
+The sweeper is one thread per app, in its own app context, started with the first request
+the app serves (so never by the admin commands). Every IDLE_SWEEP_INTERVAL it looks at the
+running assignments: IDLE_WARNING seconds before the stop the pages attached to the
+sandbox get `idle {sandbox_id, seconds_left}` (again at each look, so a page that came
+back knows too); at the timeout they get `stopped {sandbox_id, reason: "idle"}` and the
+daemon stops the sandbox (processes end; its files and /root are kept), and the
+assignment becomes STOPPED. Opening the lab again starts it (`sandbox_for`). The
+sweeper never touches a terminal relay: it talks to the database and to sandboxd only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime, timezone
+
+from flask import Flask
+
+from sandbox.errors import NotFound, SandboxError
+
+from . import sandboxes
+from .extensions import db
+from .models import SandboxAssignment, SandboxState
+
+log = logging.getLogger("nslab.idle")
+
+EXTENSION = "nslab_idle"
+
+
+class IdleSweeper:
+    def __init__(self, app: Flask):
+        self.app = app
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------ settings
+
+    @property
+    def timeout(self) -> float:
+        return float(self.app.config.get("IDLE_TIMEOUT") or 0)
+
+    @property
+    def warning(self) -> float:
+        return min(float(self.app.config.get("IDLE_WARNING") or 0), self.timeout)
+
+    @property
+    def interval(self) -> float:
+        configured = float(self.app.config.get("IDLE_SWEEP_INTERVAL") or 30)
+        return max(0.05, min(configured, self.timeout / 20 or configured))
+
+    # ------------------------------------------------------------ thread
+
+    def start(self) -> None:
+        if self._thread is None and self.timeout > 0:
+            self._thread = threading.Thread(target=self._run, name="nslab-idle", daemon=True)
+            self._thread.start()
+
+    def stop(self, wait: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(wait)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                with self.app.app_context():
+                    self.sweep()
+            except Exception:  # noqa: BLE001 - the sweeper must outlive one bad look
+                log.exception("idle sweep failed")
+
+    # ------------------------------------------------------------ one look
+
+    def sweep(self, now: float | None = None) -> list[str]:
+        """One look at every running sandbox; the ids of those it stopped."""
+        now = time.time() if now is None else now
+        timeout, warning = self.timeout, self.warning
+        persist = float(self.app.config.get("IDLE_PERSIST_INTERVAL") or 30)
+        stopped = []
+        running = db.session.execute(db.select(SandboxAssignment).where(
+            SandboxAssignment.state == SandboxState.RUNNING,
+            SandboxAssignment.sandbox_id.is_not(None))).scalars().all()
+        for a in running:
+            sid = a.sandbox_id
+            last = sandboxes.last_activity(a)
+            noted = sandboxes._activity.get(sid)
+            if noted is not None and noted - _stamp(a.last_active) >= persist:
+                a.last_active = datetime.fromtimestamp(noted, timezone.utc)
+            idle = now - last
+            if idle >= timeout:
+                if self._stop_idle(a, idle):
+                    stopped.append(sid)
+            elif idle >= timeout - warning:
+                sandboxes._warned.add(sid)
+                sandboxes.notify(sid, "idle", {"sandbox_id": sid,
+                                               "seconds_left": round(timeout - idle, 1),
+                                               "idle_seconds": round(idle, 1)})
+        db.session.commit()
+        return stopped
+
+    def _stop_idle(self, a: SandboxAssignment, idle: float) -> bool:
+        sid = a.sandbox_id
+        # Activity may have come in while this look ran (a page opened): it wins.
+        if time.time() - sandboxes.last_activity(a) < self.timeout:
+            return False
+        # The pages hear it first, so the shells that end next are explained.
+        sandboxes.notify(sid, "stopped", {"sandbox_id": sid, "reason": "idle",
+                                          "idle_seconds": round(idle, 1)})
+        try:
+            sandboxes.client().stop(sid)
+        except NotFound:
+            pass  # destroyed meanwhile: stopped enough
+        except SandboxError as e:
+            log.warning("could not stop idle sandbox %s: %s", sid, e.message)
+            return False
+        log.info("stopped sandbox %s (user %s, course %s, lab %s) after %.0f s idle", sid,
+                 a.user_id, a.course_id, a.lab_id, idle)
+        a.state = SandboxState.STOPPED
+        db.session.commit()
+        sandboxes._warned.discard(sid)
+        sandboxes._activity.pop(sid, None)
+        return True
+
+
+def _stamp(value: datetime | None) -> float:
+    if value is None:
+        return 0.0
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.timestamp()
+
+
+def init_app(app: Flask) -> None:
+    """Give the app its sweeper; it starts with the first request the app serves."""
+    sweeper = IdleSweeper(app)
+    app.extensions[EXTENSION] = sweeper
+    if not app.config.get("IDLE_SWEEPER") or sweeper.timeout <= 0:
+        return
+    lock = threading.Lock()
+
+    @app.before_request
+    def start_idle_sweeper():
+        if sweeper._thread is None:
+            with lock:
+                sweeper.start()
