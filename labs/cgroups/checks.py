@@ -179,21 +179,27 @@ def cpu_limit(sb, params):
                    "hog into it.")
         raise Fail(" ".join(notes) + tip)
 
+    # Every other process of the sandbox is measured too, one by one: when the hog gets
+    # less than its quota, the learner's own other hogs are the usual reason.
+    inside = {p.host_pid for _, procs in limited.values() for p in procs}
+    others = [p for p in sb.processes() if p.host_pid not in inside]
     results = []
     for attempt in range(2):
         period = min(w.limits.get("cpu_period_us") or 100000 for w, _ in limited.values())
-        used, span = _usage(sb, {path: procs for path, (_, procs) in limited.items()},
-                            1.0, period)
+        groups = {path: procs for path, (_, procs) in limited.items()}
+        groups.update({("other", p.host_pid): [p] for p in others})
+        used, span = _usage(sb, groups, 1.0, period)
         for path, (where, procs) in limited.items():
             u = used[path]
             if abs(u - target) <= CPU_MARGIN:
                 return (f"`stress-ng-cpu` (pid {_pids(procs)}) runs in {where.describe_cpu()}, "
                         f"and the host measured it using {u:.2f} CPU over {span:.1f} s: the "
                         f"kernel holds it at {target:g} CPU.")
-            results.append((where, procs, u, span))
+            busy = [(p, used[("other", p.host_pid)]) for p in others]
+            results.append((where, procs, u, span, [(p, b) for p, b in busy if b >= 0.2]))
         if sb.deadline_left() < 3:
             break
-    where, procs, u, span = min(results, key=lambda r: abs(r[2] - target))
+    where, procs, u, span, busy = min(results, key=lambda r: abs(r[2] - target))
     msg = (f"The quota is right ({where.describe_cpu()}), but `stress-ng-cpu` (pid "
            f"{_pids(procs)}) used {u:.2f} CPU over {span:.1f} s; under this quota a hog uses "
            f"{target:g} ± {CPU_MARGIN} CPU.")
@@ -201,9 +207,15 @@ def cpu_limit(sb, params):
         msg += (" It is not burning CPU (is it really a stress-ng worker, and is it running, "
                 "not stopped or frozen?).")
     elif u < target:
-        msg += (" A quota is only a ceiling: something holds the hog below it (a --cpu-load "
-                "option, other busy processes in the same cgroup, a very busy machine). Press "
-                "Check again to measure again.")
+        msg += " A quota is only a ceiling: something holds the hog below it."
+        if busy:
+            msg += (" Other busy processes of your sandbox compete for the CPUs: "
+                    + ", ".join(f"`{p.comm}` (pid {p.pid}, {b:.2f} CPU, in cgroup "
+                                f"`{p.cgroup_path('cpu')}`)" for p, b in busy)
+                    + "; stop them (`kill PID`) and press Check again.")
+        else:
+            msg += (" Was it started with --cpu-load, or is the machine very busy? Press "
+                    "Check again to measure again.")
     raise Fail(msg)
 
 
