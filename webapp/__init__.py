@@ -53,7 +53,7 @@ def create_app(config: Config | Mapping | None = None) -> Flask:
     login_manager.init_app(app)
     socketio.init_app(app, async_mode="threading")
 
-    from . import api, auth, courses, dashboard, errors, files, labs
+    from . import api, auth, courses, dashboard, errors, files, grading, labs
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(dashboard.bp)
@@ -61,6 +61,7 @@ def create_app(config: Config | Mapping | None = None) -> Flask:
     app.register_blueprint(labs.bp)
     app.register_blueprint(files.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(grading.bp)
     errors.register(app)
 
     from . import idle, sandboxes

@@ -125,15 +125,35 @@ def sandbox_for(user: User, course_id, lab_id) -> str:
         except NotFound:
             sid = None
     if not sid:
-        sb = c.create(**DEFAULT_LIMITS, home=_home_name(assignment),
-                      labels={"user": user.username, "course": str(course.id), "lab": lab})
-        sid = sb["id"]
+        sid = _create(c, user, course, lab, assignment)
     assignment.sandbox_id = sid
     assignment.state = SandboxState.RUNNING
     assignment.last_active = datetime.now(timezone.utc)
     db.session.commit()
     touch_sandbox(sid)
     return sid
+
+
+def _create(c: Client, user: User, course: Course, lab_id: str,
+            assignment: SandboxAssignment) -> str:
+    """A new sandbox with the lab's limits (over the defaults), its setup script run with
+    this learner's drawn values; nothing is left behind if the setup fails."""
+    from nslab.labtest import run_setup
+
+    from . import progress
+
+    lab = progress.load(lab_id)
+    usable = lab is not None and lab.ok
+    limits = {**DEFAULT_LIMITS, **(lab.sandbox if usable else {})}
+    sb = c.create(**limits, home=_home_name(assignment),
+                  labels={"user": user.username, "course": str(course.id), "lab": lab_id})
+    if usable and lab.setup:
+        try:
+            run_setup(c, sb["id"], lab, progress.params_for(user, course, lab))
+        except SandboxError:
+            c.destroy(sb["id"])
+            raise
+    return sb["id"]
 
 
 def reset(user: User, course_id, lab_id) -> bool:
