@@ -391,7 +391,7 @@ def test_learner_passes_the_cpu_limit_exercise_and_the_instructor_sees_it(
     assert page.locator("#step-cpu-quota").is_hidden()  # locked until the quizzes pass
 
     # Step 1: a multiple-choice quiz; step 2: a number checked against the host's cgroup.
-    page.locator("#exercise-quota-file label", has_text="cpu.cfs_quota_us").click()
+    page.locator("#exercise-quota-file label", has_text="v1: cpu.cfs_quota_us").click()
     assert _check(page, "quota-file")[0]
     page.fill("#exercise-sandbox-memory input[name=answer]", "512")
     passed, feedback = _check(page, "sandbox-memory")
