@@ -286,9 +286,12 @@ class CgroupsV1(CgroupManager):
             if frozen:
                 self._wait_frozen(freezer, min(deadline, time.monotonic() + 0.5))
             self._signal_all(group)
-            if frozen:
-                self._write(freezer / "freezer.state", "THAWED",
-                            tolerate=(errno.ENOENT, errno.ENODEV))
+            if freezer is not None:
+                # Thaw the whole subtree: a child cgroup the sandbox froze itself stays
+                # frozen when its parent thaws (v1), and a frozen task never dies.
+                for rel in self._walk(freezer):
+                    self._write((freezer / rel if rel else freezer) / "freezer.state",
+                                "THAWED", tolerate=(errno.ENOENT, errno.ENODEV))
             self._wait_empty(group, min(deadline, time.monotonic() + 0.5))
 
     def _wait_frozen(self, freezer: Path, until: float) -> None:

@@ -156,6 +156,38 @@ def test_killing_pid_1_from_inside_stops_the_sandbox(client):
         client.destroy(sb["id"])
 
 
+FREEZE = r"""
+if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+  G=/sys/fs/cgroup/ice; mkdir $G
+  sh -c "echo \$\$ > $G/cgroup.procs; exec sleep 300" >/dev/null 2>&1 &
+  sleep 0.3; echo 1 > $G/cgroup.freeze
+  for i in $(seq 50); do grep -q '^frozen 1' $G/cgroup.events && exit 0; sleep 0.1; done
+else
+  G=/sys/fs/cgroup/freezer/ice; mkdir $G
+  sh -c "echo \$\$ > $G/tasks; exec sleep 300" >/dev/null 2>&1 &
+  sleep 0.3; echo FROZEN > $G/freezer.state
+  for i in $(seq 50); do [ "$(cat $G/freezer.state)" = FROZEN ] && exit 0; sleep 0.1; done
+fi
+exit 1
+"""
+
+
+@pytest.mark.parametrize("end", ["stop", "destroy"])
+def test_processes_the_learner_froze_do_not_keep_the_sandbox_alive(client, end):
+    # A frozen task never dies of SIGKILL; on cgroup v1 thawing the sandbox's own cgroup
+    # leaves a child it froze itself frozen, so the engine thaws the whole subtree.
+    sb = client.create(memory="64m", disk="32m")
+    try:
+        r = client.run(sb["id"], ["sh", "-c", FREEZE])
+        assert r["exit_code"] == 0, r
+        assert any(p["cmdline"][:1] == ["sleep"] for p in client.inspect(sb["id"])["processes"])
+        if end == "stop":
+            assert client.stop(sb["id"])["state"] == "stopped"
+            assert client.start(sb["id"])["state"] == "running"
+    finally:
+        client.destroy(sb["id"])
+
+
 @pytest.fixture
 def second_daemon(tmp_path):
     """Another sandboxd, beside the session's one, that this test may kill -9."""
