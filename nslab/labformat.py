@@ -28,6 +28,8 @@ EXERCISE_DIRECTIVE_RE = re.compile(r"^:::\s*exercise\s+(\S+)\s*$")
 SANDBOX_KEYS = {"image", "cpus", "memory", "pids", "disk", "swap", "cpu_weight", "cpuset"}
 PARAM_KINDS = {"choice", "word", "int", "token"}
 TOKEN_LETTERS = "abcdefghijkmnpqrstuvwxyz23456789"
+# A learner's sandbox unless the lab's `sandbox:` says otherwise.
+DEFAULT_SANDBOX = {"cpus": 1.0, "memory": "512m", "pids": 512, "disk": "1g"}
 DEFAULT_TIMEOUT = 10.0
 MAX_TIMEOUT = 60.0
 
@@ -104,6 +106,11 @@ class Lab:
     @property
     def ok(self) -> bool:
         return not self.errors
+
+    @property
+    def sandbox_limits(self) -> dict:
+        """The create() arguments for a sandbox of this lab."""
+        return {**DEFAULT_SANDBOX, **self.sandbox}
 
     @property
     def max_points(self) -> int:

@@ -41,13 +41,6 @@ def find_labs(target: str | None) -> list[Path]:
 
 # ----------------------------------------------------------------- sandboxes for a lab
 
-def sandbox_params(lab: Lab) -> dict:
-    """The create() arguments for a sandbox of this lab (lab limits over the defaults)."""
-    from webapp.sandboxes import DEFAULT_LIMITS
-
-    return {**DEFAULT_LIMITS, **lab.sandbox}
-
-
 def run_setup(client, sid: str, lab: Lab, params: dict) -> None:
     """Run the lab's setup script in a new sandbox; raise SandboxError if it fails."""
     if not lab.setup:
@@ -82,7 +75,7 @@ class LabTester:
         self.keep = keep
 
     def fresh(self) -> str:
-        sb = self.client.create(**sandbox_params(self.lab),
+        sb = self.client.create(**self.lab.sandbox_limits,
                                 labels={"purpose": "lab-test", "lab": self.lab.id})
         try:
             run_setup(self.client, sb["id"], self.lab, self.params)

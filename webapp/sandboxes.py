@@ -12,14 +12,15 @@ from datetime import datetime, timezone
 
 from flask import current_app, has_app_context
 
+from nslab.labformat import DEFAULT_SANDBOX
 from sandbox.client import Client
 from sandbox.errors import NotFound, SandboxError
 
 from .extensions import db
 from .models import Course, CourseLab, SandboxAssignment, SandboxState, User
 
-# Limits for a lab's sandbox until labs carry their own (issue 4).
-DEFAULT_LIMITS = {"cpus": 1.0, "memory": "512m", "pids": 512, "disk": "1g"}
+# A sandbox for a lab folder without lab.yaml (a plain lesson).
+DEFAULT_LIMITS = DEFAULT_SANDBOX
 
 
 _last_socket: list = [None]
@@ -144,7 +145,7 @@ def _create(c: Client, user: User, course: Course, lab_id: str,
 
     lab = progress.load(lab_id)
     usable = lab is not None and lab.ok
-    limits = {**DEFAULT_LIMITS, **(lab.sandbox if usable else {})}
+    limits = lab.sandbox_limits if usable else DEFAULT_LIMITS
     sb = c.create(**limits, home=_home_name(assignment),
                   labels={"user": user.username, "course": str(course.id), "lab": lab_id})
     if usable and lab.setup:
