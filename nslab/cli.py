@@ -516,6 +516,7 @@ def cmd_serve(args) -> int:
         pass  # fails clearly if the database is missing or not migrated
     argv = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1",
             "--threads", str(args.threads), "--bind", f"{args.host}:{args.port}",
+            "--config", "python:webapp.gunicorn_conf",
             "--access-logfile", "-", "webapp:create_app()"]
     os.execv(sys.executable, argv)
 
