@@ -256,23 +256,25 @@ def test_merge_waits_only_while_busy():
     stream = FakeStream([])
     relay = Relay(None, "sid", "eid", "box", False, stream, None)
     # A lone small frame on a quiet stream (an echo) goes at once, with no wait.
-    assert relay._merge(b"x") == b"x"
+    assert relay._merge(STDOUT, b"x") == b"x"
     assert all(w <= 0 for w in stream.waits), stream.waits
     # A full PTY read: more is coming, so the event waits (at most COALESCE) for it...
     stream.frames = [(STDOUT, b"b" * 1000)]
     stream.waits.clear()
-    assert relay._merge(b"a" * BUSY_BYTES) == b"a" * BUSY_BYTES + b"b" * 1000
+    assert relay._merge(STDOUT, b"a" * BUSY_BYTES) == b"a" * BUSY_BYTES + b"b" * 1000
     assert 0 < max(stream.waits) <= COALESCE
     # ... and so does the next small one, while the stream is busy.
     stream.waits.clear()
     t0 = time.monotonic()
-    assert relay._merge(b"c") == b"c"
+    assert relay._merge(STDOUT, b"c") == b"c"
     assert 0 < max(stream.waits) <= COALESCE and time.monotonic() - t0 < 1
     # An event never exceeds CHUNK: the rest of a frame starts the next one.
     stream.frames = [(STDOUT, b"d" * CHUNK)]
-    merged = relay._merge(b"e" * 10)
+    merged = relay._merge(STDOUT, b"e" * 10)
     assert merged == b"e" * 10 + b"d" * (CHUNK - 10)
     assert relay._recv() == (STDOUT, b"d" * 10)
+    assert relay._merge(STDOUT, b"f" * (CHUNK + 5)) == b"f" * CHUNK
+    assert relay._recv() == (STDOUT, b"f" * 5)
 
 
 def test_reconnect_reattaches_to_the_same_shell(app, box):

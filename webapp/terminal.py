@@ -158,7 +158,7 @@ class Relay:
                         break
                     continue
                 if channel in (STDOUT, STDERR):
-                    self._send_output(self._merge(data))
+                    self._send_output(self._merge(channel, data))
                 elif channel == EXIT:
                     try:
                         self.exit_code = json.loads(data).get("exit_code")
@@ -181,7 +181,7 @@ class Relay:
             raise ahead
         return ahead or self.stream.recv()
 
-    def _merge(self, data: bytes) -> bytes:
+    def _merge(self, channel: int, data: bytes) -> bytes:
         """The daemon sends what each PTY read gave (often 4 KiB): merge frames into one
         event, up to CHUNK. A quiet stream's frame (an echo) goes at once with only what
         has already arrived; a busy one's (`yes`, a long `cat`) waits up to COALESCE for
@@ -191,7 +191,9 @@ class Relay:
         busy = len(data) >= BUSY_BYTES or now - self._busy_at < BUSY_FOR
         if len(data) >= CHUNK:
             self._busy_at = now
-            return data
+            if len(data) > CHUNK:  # the rest starts the next event: events stay ≤ CHUNK
+                self._ahead = (channel, data[CHUNK:])
+            return data[:CHUNK]
         deadline = now + COALESCE if busy else 0.0
         merged = bytearray(data)
         while len(merged) < CHUNK and self.stream.ready(deadline - time.monotonic()):
