@@ -413,6 +413,9 @@ def test_learner_passes_the_cpu_limit_exercise_and_the_instructor_sees_it(
                      f"else echo {quota} > $G/cpu.cfs_quota_us; fi")
     time.sleep(0.5)
     passed, right = _check(page, "cpu-limit")
+    if not passed and "measure again" in right:
+        # The check measured a busy machine (it says so); a learner presses Check again.
+        passed, right = _check(page, "cpu-limit")
     assert passed, right
     _shot(page, "browser-cpu-limit.png")
     _type_line(page, "pkill stress-ng")
@@ -425,10 +428,12 @@ def test_learner_passes_the_cpu_limit_exercise_and_the_instructor_sees_it(
     page.click("text=Gradebook")
     row = page.locator("tr[data-learner=learner]")
     cell = row.locator("td[data-exercise=cpu-limit]")
-    assert cell.locator("strong").inner_text() == "4" and "2×" in cell.inner_text()
     attempts = page.locator("#attempts tbody tr", has_text="cgroups/cpu-limit")
-    assert attempts.count() == 2
-    assert "failed" in attempts.nth(1).inner_text() and "passed" in attempts.nth(0).inner_text()
+    tries = attempts.count()
+    assert tries in (2, 3)  # wrong, right (measured once more if the machine was busy)
+    assert cell.locator("strong").inner_text() == "4" and f"{tries}×" in cell.inner_text()
+    assert "failed" in attempts.nth(tries - 1).inner_text()  # the wrong attempt, first
+    assert "passed" in attempts.nth(0).inner_text()  # the latest
     _shot(page, "browser-gradebook.png")
     assert not errors, f"JavaScript errors on the page: {errors}"
     page.close()
