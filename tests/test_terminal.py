@@ -14,8 +14,7 @@ import pytest
 from flask import Flask, request
 from flask_socketio import SocketIO
 
-from webapp.terminal import (BUSY_BYTES, CHUNK, COALESCE, NAMESPACE, STDOUT, WINDOW, Relay,
-                             register_terminal)
+from webapp.terminal import CHUNK, NAMESPACE, WINDOW, register_terminal
 
 pytestmark = pytest.mark.privileged
 
@@ -56,7 +55,6 @@ class Page:
         self.seq: dict[str, int] = {}
         self.unacked: dict[str, int] = defaultdict(int)
         self.opened_at: dict[str, int] = {}
-        self.sizes: dict[str, list[int]] = defaultdict(list)  # output event sizes
 
     def pump(self, ack=True) -> None:
         # Take what the relay threads have queued so far; they keep appending meanwhile.
@@ -70,7 +68,6 @@ class Page:
                 eid, data = item["args"]
                 self.out[eid] += data
                 self.unacked[eid] += len(data)
-                self.sizes[eid].append(len(data))
             else:
                 e = {"name": item["name"], **item["args"][0]}
                 if e["name"] == "opened":  # where the page would clear its screen
@@ -216,65 +213,6 @@ def test_yes_then_ctrl_c_and_no_ack_stays_bounded(app, page, box):
     page.type(eid, "\x03")
     mark = len(page.out[eid])
     page.wait(lambda: PROMPT in page.text(eid, mark), what="the prompt after acking")
-
-
-def test_flood_goes_in_large_events(page, box):
-    # `yes` through the relay: a busy stream's frames are merged (waiting up to COALESCE)
-    # into events of up to CHUNK, not one small event per PTY read.
-    eid = page.shell(box["id"])
-    page.type(eid, "yes\r")
-    page.wait(lambda: len(page.out[eid]) > 4 * CHUNK, what="yes")
-    n = len(page.sizes[eid])
-    t0 = time.monotonic()
-    page.wait(lambda: time.monotonic() - t0 > 1.0, what="1 s of yes")
-    sizes = page.sizes[eid][n:]
-    mark = len(page.out[eid])
-    page.type(eid, "\x03")
-    page.wait(lambda: PROMPT in page.text(eid, mark), what="the prompt after ^C")
-    assert max(sizes) <= CHUNK
-    mean = sum(sizes) / len(sizes)
-    assert mean >= CHUNK / 4, f"{len(sizes)} events of {mean:.0f} bytes on average"
-    print(f"\nyes: {len(sizes)} events in 1 s, {mean / 1024:.1f} KiB on average")
-
-
-class FakeStream:
-    """Frames for Relay._merge; records how long each ready() may wait."""
-
-    def __init__(self, frames):
-        self.frames = list(frames)
-        self.waits: list[float] = []
-
-    def ready(self, timeout=0):
-        self.waits.append(timeout)
-        return bool(self.frames)
-
-    def recv(self):
-        return self.frames.pop(0)
-
-
-def test_merge_waits_only_while_busy():
-    stream = FakeStream([])
-    relay = Relay(None, "sid", "eid", "box", False, stream, None)
-    # A lone small frame on a quiet stream (an echo) goes at once, with no wait.
-    assert relay._merge(STDOUT, b"x") == b"x"
-    assert all(w <= 0 for w in stream.waits), stream.waits
-    # A full PTY read: more is coming, so the event waits (at most COALESCE) for it...
-    stream.frames = [(STDOUT, b"b" * 1000)]
-    stream.waits.clear()
-    assert relay._merge(STDOUT, b"a" * BUSY_BYTES) == b"a" * BUSY_BYTES + b"b" * 1000
-    assert 0 < max(stream.waits) <= COALESCE
-    # ... and so does the next small one, while the stream is busy.
-    stream.waits.clear()
-    t0 = time.monotonic()
-    assert relay._merge(STDOUT, b"c") == b"c"
-    assert 0 < max(stream.waits) <= COALESCE and time.monotonic() - t0 < 1
-    # An event never exceeds CHUNK: the rest of a frame starts the next one.
-    stream.frames = [(STDOUT, b"d" * CHUNK)]
-    merged = relay._merge(STDOUT, b"e" * 10)
-    assert merged == b"e" * 10 + b"d" * (CHUNK - 10)
-    assert relay._recv() == (STDOUT, b"d" * 10)
-    assert relay._merge(STDOUT, b"f" * (CHUNK + 5)) == b"f" * CHUNK
-    assert relay._recv() == (STDOUT, b"f" * 5)
 
 
 def test_reconnect_reattaches_to_the_same_shell(app, box):

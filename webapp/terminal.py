@@ -27,12 +27,6 @@ browser. Read-only viewers (an instructor shadowing) never pause the learner: th
 daemon drops one that falls behind and the relay reattaches it with the scrollback.
 At most WINDOW + CHUNK bytes are unacknowledged per viewer, plus one daemon frame held.
 
-Output events: the daemon's frames are merged into events of at most CHUNK. A quiet
-stream's frame (an echo) goes out at once with whatever has already arrived; a busy
-stream's (`yes`, a big `cat`) waits up to COALESCE for more, so a flood is about a hundred
-large events a second rather than thousands of small ones: every event costs the one web
-process CPU and the GIL, which the other terminals' echoes wait for.
-
 A page that reconnects opens with the exec id it had: the relay attaches to the same
 shell, the daemon replays its scrollback ring, then the live stream follows.
 """
@@ -43,7 +37,6 @@ import json
 import logging
 import socket
 import threading
-import time
 from typing import Any, Callable
 
 from flask import current_app, request
@@ -63,9 +56,6 @@ WINDOW = 256 * 1024      # unacknowledged bytes per viewer before the relay stop
 CHUNK = 64 * 1024        # largest output event; the window is checked between chunks
 INPUT_CHUNK = 64 * 1024  # largest stdin frame to the daemon (its limit is 1 MiB)
 MAX_REORDER = 256        # input events held waiting for an earlier one before giving up
-BUSY_BYTES = 4 * 1024    # an output event this big: more is probably on its way
-BUSY_FOR = 0.1           # ... so for this long the stream counts as busy
-COALESCE = 0.01          # a busy stream's event waits this long (from its first frame) for more
 DEFAULT_SIZE = (24, 80)
 
 Authorize = Callable[[Any, str, str], bool]
@@ -99,7 +89,6 @@ class Relay:
         self._next_seq = 0
         self._early: dict[int, bytes] = {}
         self._ahead: tuple[int, bytes] | StreamClosed | None = None  # read while merging
-        self._busy_at = -BUSY_FOR  # when the last event of BUSY_BYTES or more was read
 
     # ------------------------------------------------------------ from the page
 
@@ -158,7 +147,7 @@ class Relay:
                         break
                     continue
                 if channel in (STDOUT, STDERR):
-                    self._send_output(self._merge(channel, data))
+                    self._send_output(self._merge(data))
                 elif channel == EXIT:
                     try:
                         self.exit_code = json.loads(data).get("exit_code")
@@ -181,22 +170,13 @@ class Relay:
             raise ahead
         return ahead or self.stream.recv()
 
-    def _merge(self, channel: int, data: bytes) -> bytes:
-        """The daemon sends what each PTY read gave (often 4 KiB): merge frames into one
-        event, up to CHUNK. A quiet stream's frame (an echo) goes at once with only what
-        has already arrived; a busy one's (`yes`, a long `cat`) waits up to COALESCE for
-        more, so a flood is ~100 large events a second instead of ~1500 small ones, each
-        costing the web process's CPU (and GIL) that the other terminals' echoes wait for."""
-        now = time.monotonic()
-        busy = len(data) >= BUSY_BYTES or now - self._busy_at < BUSY_FOR
-        if len(data) >= CHUNK:
-            self._busy_at = now
-            if len(data) > CHUNK:  # the rest starts the next event: events stay ≤ CHUNK
-                self._ahead = (channel, data[CHUNK:])
-            return data[:CHUNK]
-        deadline = now + COALESCE if busy else 0.0
+    def _merge(self, data: bytes) -> bytes:
+        """The daemon sends what each PTY read gave (often 4 KiB): merge the frames that
+        have already arrived into one event, up to CHUNK, never waiting for more."""
+        if len(data) >= CHUNK or not self.stream.ready():
+            return data
         merged = bytearray(data)
-        while len(merged) < CHUNK and self.stream.ready(deadline - time.monotonic()):
+        while len(merged) < CHUNK and self.stream.ready():
             try:
                 frame = self.stream.recv()
             except StreamClosed as e:
@@ -205,12 +185,7 @@ class Relay:
             if frame[0] not in (STDOUT, STDERR):
                 self._ahead = frame
                 break
-            room = CHUNK - len(merged)
-            merged += frame[1][:room]
-            if len(frame[1]) > room:  # the rest starts the next event: events stay ≤ CHUNK
-                self._ahead = (frame[0], frame[1][room:])
-        if len(merged) >= BUSY_BYTES:
-            self._busy_at = time.monotonic()
+            merged += frame[1]
         return bytes(merged)
 
     def _send_output(self, data: bytes) -> None:

@@ -89,15 +89,14 @@ class AttachStream:
         except (OSError, websocket.WebSocketException):
             raise StreamClosed() from None
 
-    def ready(self, timeout: float = 0) -> bool:
-        """Whether a frame (or part of one) is waiting, within `timeout` seconds, so recv()
-        would not block long: the relay uses it to merge a burst of small frames into one
-        event."""
+    def ready(self) -> bool:
+        """Whether a frame (or part of one) is already waiting, so recv() would not block
+        long: the relay uses it to merge a burst of small frames into one event."""
         sock = self._ws.sock
         if sock is None:
             return False
         try:
-            return bool(select.select([sock], [], [], max(0, timeout))[0])
+            return bool(select.select([sock], [], [], 0)[0])
         except (OSError, ValueError):
             return False
 
