@@ -7,6 +7,16 @@ sandbox blocks in the kernel instead of growing our memory; it resumes below LOW
 Read-only viewers (an instructor shadowing) never pause the PTY: one that falls more
 than DROP_LIMIT behind is dropped and may reattach, getting the scrollback again.
 A session with no read-write viewer also stops reading, like a terminal nobody reads.
+
+Pacing: a terminal's output beyond a burst of PACE_BURST bytes is read from the PTY at
+PACE_RATE bytes a second at most (a token bucket; the writer blocks in the kernel in
+between). A learner's `yes` would otherwise flow as fast as the machine allows, filling
+every core (the writer, the kernel's tty work, this daemon, the web process, the browser)
+and making every other learner's echo wait; paced, it costs a fraction of that and the
+other terminals stay prompt. Output that fits the burst (a listing, a file of a few
+hundred KiB) is not slowed. Since the PTY itself is read no faster, little is queued
+downstream and ^C still stops the flood at once (the tty discards its pending output).
+Pipes (exec without a terminal: checks, `run`) are not paced.
 """
 
 from __future__ import annotations
@@ -31,6 +41,9 @@ LOW_WATER = 128 * 1024
 DROP_LIMIT = 2 * 1024 * 1024
 READ_CHUNK = 64 * 1024
 UNCLAIMED_LIMIT = 1024 * 1024
+PACE_RATE = 2 * 1024 * 1024  # bytes a second a terminal's flood is read at
+PACE_BURST = 1024 * 1024     # bytes read at full speed before pacing starts
+PACE_STEP = 0.02             # a paced read pauses at least this long (bigger batches)
 EXIT_GRACE = 0.2  # after the process exits, how long to wait for its output to drain
 SIGNALS = {"INT": signal.SIGINT, "TERM": signal.SIGTERM, "KILL": signal.SIGKILL,
            "HUP": signal.SIGHUP, "QUIT": signal.SIGQUIT, "TSTP": signal.SIGTSTP,
@@ -95,6 +108,9 @@ class ExecSession:
         self._reading: set[int] = set()
         self._open_streams: dict[int, int] = {}  # fd -> channel
         self._stdin_buf = bytearray()
+        self._tokens = float(PACE_BURST)  # terminal output that may be read before pacing
+        self._tokens_at = time.monotonic()
+        self._paced = False               # reading paused until tokens come back
         self._closed = False
         # Output of a non-terminal process that arrives before anyone attached
         # (it may exit between the exec request and the attach): kept for the first viewer.
@@ -147,6 +163,8 @@ class ExecSession:
             data = b""
         if data:
             self._emit(self._open_streams[fd], data)
+            if self.tty:
+                self._pace(len(data))
             self.update_flow()
             return
         self._stop_reading(fd)
@@ -154,7 +172,24 @@ class ExecSession:
         if not self._open_streams and self.exit_code is not None:
             self._finish()
 
+    def _pace(self, n: int) -> None:
+        """Take n bytes from the token bucket; when it runs dry, stop reading until it
+        holds enough again for PACE_STEP of output."""
+        now = time.monotonic()
+        self._tokens = min(float(PACE_BURST),
+                           self._tokens + (now - self._tokens_at) * PACE_RATE) - n
+        self._tokens_at = now
+        if self._tokens < 0 and not self._paced:
+            self._paced = True
+            self._loop.call_later(max(PACE_STEP, -self._tokens / PACE_RATE), self._unpace)
+
+    def _unpace(self) -> None:
+        self._paced = False
+        self.update_flow()
+
     def _should_read(self) -> bool:
+        if self._paced:
+            return False
         writers = [a for a in self.attachments if not a.readonly]
         if not writers:
             return False

@@ -14,6 +14,7 @@ import pytest
 from flask import Flask, request
 from flask_socketio import SocketIO
 
+from sandbox.sessions import PACE_BURST, PACE_RATE
 from webapp.terminal import CHUNK, NAMESPACE, WINDOW, register_terminal
 
 pytestmark = pytest.mark.privileged
@@ -213,6 +214,25 @@ def test_yes_then_ctrl_c_and_no_ack_stays_bounded(app, page, box):
     page.type(eid, "\x03")
     mark = len(page.out[eid])
     page.wait(lambda: PROMPT in page.text(eid, mark), what="the prompt after acking")
+
+
+def test_a_flood_is_paced_and_ctrl_c_still_stops_it(page, box):
+    # Past its first PACE_BURST bytes, a terminal's output is read at PACE_RATE at most,
+    # so one learner's `yes` cannot take the machine from the others (sandbox/sessions.py).
+    eid = page.shell(box["id"])
+    page.type(eid, "yes\r")
+    page.wait(lambda: len(page.out[eid]) > 2 * PACE_BURST, what="the burst")
+    n0, t0 = len(page.out[eid]), time.monotonic()
+    page.wait(lambda: time.monotonic() - t0 > 1.5, what="1.5 s of yes")
+    rate = (len(page.out[eid]) - n0) / (time.monotonic() - t0)
+    mark = len(page.out[eid])
+    page.type(eid, "\x03")
+    t_int = time.monotonic()
+    page.wait(lambda: PROMPT in page.text(eid, mark), timeout=5, what="the prompt after ^C")
+    took = time.monotonic() - t_int
+    print(f"\npaced yes: {rate / 1e6:.2f} MB/s; prompt {took * 1e3:.0f} ms after ^C")
+    assert PACE_RATE / 4 < rate < 1.3 * PACE_RATE, f"{rate:.0f} bytes/s"
+    assert took < 0.5, f"prompt came back {took:.3f} s after ^C"
 
 
 def test_reconnect_reattaches_to_the_same_shell(app, box):
