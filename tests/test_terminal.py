@@ -235,6 +235,22 @@ def test_a_flood_is_paced_and_ctrl_c_still_stops_it(page, box):
     assert took < 0.5, f"prompt came back {took:.3f} s after ^C"
 
 
+def test_keystrokes_and_acks_go_without_a_flask_request_context(app, page, box, monkeypatch):
+    # The hot events skip Flask-SocketIO's context push (and its session cookie decoding);
+    # the others still get it.
+    eid = page.shell(box["id"])
+    pushed = []
+    push = app.request_context
+    monkeypatch.setattr(app, "request_context", lambda environ: pushed.append(1) or push(environ))
+    mark = len(page.out[eid])
+    page.type(eid, "echo bare-$((3*4))\r")
+    page.wait(lambda: "bare-12" in page.text(eid, mark), what="the echo")
+    page.pump()  # and its ack
+    assert not pushed, "a keystroke or an ack pushed a request context"
+    page.tc.emit("resize", {"exec_id": eid, "rows": 30, "cols": 90}, namespace=NAMESPACE)
+    assert pushed, "resize went without Flask's context"
+
+
 def test_reconnect_reattaches_to_the_same_shell(app, box):
     first = Page(app)
     eid = first.shell(box["id"])

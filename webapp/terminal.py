@@ -277,11 +277,24 @@ class TerminalNamespace(Namespace):
             if ended and self.latest_shell.get(relay.sandbox_id) == relay.exec_id:
                 del self.latest_shell[relay.sandbox_id]
 
-    def _relay(self, data) -> Relay | None:
+    def _relay(self, data, sid: str | None = None) -> Relay | None:
         exec_id = data.get("exec_id") if isinstance(data, dict) else data
         if not isinstance(exec_id, str):
             return None
-        return self.relays.get(request.sid, {}).get(exec_id)
+        return self.relays.get(sid or request.sid, {}).get(exec_id)
+
+    # Keystrokes and acks, the events that come by the hundred a second, are handled
+    # without Flask-SocketIO's wrapping: it pushes an app and request context for each
+    # event, which decodes the signed session cookie every time, all under the GIL that
+    # every other terminal's echo waits for. These two need only the sid (who the page
+    # is was settled when it opened the terminal). Every other event goes through Flask.
+    _BARE = {"input": "_on_input", "ack": "_on_ack"}
+
+    def trigger_event(self, event, *args):
+        bare = self._BARE.get(event)
+        if bare is not None and args:
+            return getattr(self, bare)(*args)  # the sid, then the event's arguments
+        return super().trigger_event(event, *args)
 
     def stats(self) -> list[dict]:
         with self._lock:
@@ -358,13 +371,13 @@ class TerminalNamespace(Namespace):
                                           "reattached": reattached})
         self.socketio.start_background_task(relay.run)
 
-    def on_input(self, exec_id, seq=None, data=None, binary=False):
+    def _on_input(self, sid, exec_id, seq=None, data=None, binary=False):
         # Text, not a binary event: python-socketio rebuilds a binary event from two
         # engine.io messages, and with async handlers (threading mode's default) each
         # message is handled in its own thread, so the two can be taken out of order.
         if data is None and isinstance(seq, (str, bytes)):
             seq, data = None, seq  # input(exec_id, data), unnumbered
-        relay = self._relay(exec_id)
+        relay = self._relay(exec_id, sid)
         if relay is None:
             return
         if isinstance(data, str):
@@ -394,8 +407,8 @@ class TerminalNamespace(Namespace):
             rows, cols = _size(data)
             relay.resize(rows, cols)
 
-    def on_ack(self, data):
-        relay = self._relay(data)
+    def _on_ack(self, sid, data):
+        relay = self._relay(data, sid)
         n = data.get("bytes") if isinstance(data, dict) else None
         if relay is not None and isinstance(n, int) and n > 0:
             relay.ack(n)
