@@ -48,6 +48,10 @@ def _find_init() -> str:
 
 INIT_BINARY = _find_init()
 NAMESPACE_TYPES = ("cgroup", "ipc", "mnt", "net", "pid", "user", "uts")
+# An exit reported before its session was registered is the session's only this long; an
+# older one (a forgotten session's process) would otherwise end the next session whose
+# process gets the same pid once pids wrap around.
+EARLY_EXIT_TTL = 10.0
 
 
 @dataclass
@@ -107,7 +111,8 @@ class Engine:
         self.sessions: dict[str, ExecSession] = {}
         self._sessions_by_pid: dict[int, ExecSession] = {}
         self._init_watch: dict[str, int] = {}  # sandbox id -> pidfd of its init
-        self._early_exits: dict[int, int] = {}  # pid -> exit code, not yet claimed
+        # pid -> (exit code, when): exits reported before exec() registered the session
+        self._early_exits: dict[int, tuple[int, float]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         spawner.on_exit = self._on_process_exit
         self.max_cpus = float(os.cpu_count() or 1)
@@ -389,10 +394,20 @@ class Engine:
             session.process_exited(code)
             return
         # The spawner reports an exit right after its exec reply; it can reach us
-        # before exec() below has registered the session.
-        self._early_exits[pid] = code
+        # before exec() below has registered the session. (Or the session was forgotten
+        # first, `DELETE /exec/ID`: nobody claims that one, and it must not be taken for
+        # the exit of a later process that gets the same pid; hence the time limit.)
+        now = time.monotonic()
+        self._early_exits[pid] = (code, now)
+        for old in [p for p, (_, t) in self._early_exits.items() if now - t > EARLY_EXIT_TTL]:
+            del self._early_exits[old]
         while len(self._early_exits) > 1024:
             self._early_exits.pop(next(iter(self._early_exits)))
+
+    def _claim_early_exit(self, pid: int) -> int | None:
+        """The exit code of `pid` if it was reported just now, before its session existed."""
+        code, at = self._early_exits.pop(pid, (None, 0.0))
+        return code if code is not None and time.monotonic() - at <= EARLY_EXIT_TTL else None
 
     # ------------------------------------------------------------------ stop / start / destroy
 
@@ -579,9 +594,10 @@ class Engine:
         self.sessions[session.id] = session
         self._sessions_by_pid[handle.pid] = session
         session.start(asyncio.get_running_loop())
-        if handle.pid in self._early_exits:
+        code = self._claim_early_exit(handle.pid)
+        if code is not None:
             self._sessions_by_pid.pop(handle.pid, None)
-            session.process_exited(self._early_exits.pop(handle.pid))
+            session.process_exited(code)
         return session
 
     def session(self, exec_id: str) -> ExecSession:

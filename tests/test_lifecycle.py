@@ -233,3 +233,26 @@ def test_kill_9_daemon_recovers_live_sandboxes_and_cleans_dead_ones(second_daemo
     new = c.create(memory="64m", disk="32m", home=boxes[1]["home"])
     assert c.run(new["id"], ["cat", "/root/f"])["stdout"] == "mine\n"
     assert [b["id"] for b in client.list()] == [b["id"] for b in other]
+
+
+def test_a_forgotten_sessions_exit_does_not_end_a_later_process_with_its_pid(monkeypatch):
+    # DELETE /exec/ID kills the process and forgets its session at once; the spawner's
+    # exit report comes after and is kept as an "early" exit. Once pids wrap around, a
+    # new shell can get that pid: it must not be ended by the stale report (it was: the
+    # shell's session said exit -9 while bash ran on, and the page's terminal died).
+    from sandbox import engine as eng
+
+    e = eng.Engine.__new__(eng.Engine)
+    e._sessions_by_pid, e._early_exits = {}, {}
+    clock = [1000.0]
+    monkeypatch.setattr(eng.time, "monotonic", lambda: clock[0])
+    e._on_process_exit(4242, 3)   # reported just before exec() registers the session
+    clock[0] += 0.01
+    assert e._claim_early_exit(4242) == 3
+    e._on_process_exit(4343, -9)  # a forgotten session's process
+    clock[0] += eng.EARLY_EXIT_TTL + 1
+    assert e._claim_early_exit(4343) is None
+    e._on_process_exit(4444, -9)
+    clock[0] += eng.EARLY_EXIT_TTL + 1
+    e._on_process_exit(4545, 0)   # stale reports are dropped as new ones come
+    assert list(e._early_exits) == [4545]
