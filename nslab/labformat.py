@@ -19,8 +19,10 @@ from types import ModuleType
 
 import yaml
 
+# A lab id names a folder under labs/, so it must never hold a path separator or "..";
+# step and exercise ids follow the same rule (they appear in URLs).
 LAB_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
-ITEM_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+ITEM_ID_RE = LAB_ID_RE
 PARAM_RE = re.compile(r"^[a-z_][a-z0-9_]{0,31}$")
 PLACEHOLDER_RE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 DIRECTIVE_RE = re.compile(r"^:::(.*)$")

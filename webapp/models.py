@@ -14,11 +14,11 @@ from sqlalchemy import (JSON, Boolean, DateTime, Enum, ForeignKey, Index, Intege
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from nslab.labformat import LAB_ID_RE  # noqa: F401 - the one definition; services use it
+
 from .extensions import db
 
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,31}$")
-# A lab id names a folder under labs/, so it must never hold a path separator or "..".
-LAB_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 # Join codes are read aloud in a classroom: no I or O (they look like 1 and 0).
 JOIN_LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"
 JOIN_CODE_RE = re.compile(rf"^[{JOIN_LETTERS}]{{4}}-[0-9]{{4}}$")
