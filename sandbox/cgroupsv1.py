@@ -14,9 +14,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cgroups import (CPU_PERIOD_US, STAT_KEYS, CgroupManager, Limits, MountInfo, check_group,
-                      int_or_none, keyed, parse_cpulist)
+from .cgroupsbase import (CPU_PERIOD_US, STAT_KEYS, CgroupManager, Limits, MountInfo,
+                          check_group, int_or_none, keyed)
 from .errors import HostUnsupported, InvalidRequest
+from .procfs import parse_cpulist
 
 REQUIRED = ("cpu", "cpuacct", "cpuset", "memory", "pids", "freezer")
 OPTIONAL = ("blkio",)
@@ -52,8 +53,8 @@ def _known_controllers(path: Path = Path("/proc/cgroups")) -> set[str]:
 class CgroupsV1(CgroupManager):
     version = 1
 
-    def __init__(self, root: Path, hierarchies: dict[str, Hierarchy], proc: Path = Path("/proc")):
-        super().__init__(root, proc)
+    def __init__(self, root: Path, hierarchies: dict[str, Hierarchy]):
+        super().__init__(root)
         self.by_controller = dict(hierarchies)
 
     @classmethod
@@ -374,15 +375,3 @@ class CgroupsV1(CgroupManager):
 
     def mounts_inside(self) -> list[tuple[str, str, str]]:
         return [(self._subdir(h), "cgroup", ",".join(h.controllers)) for h in self.hierarchies()]
-
-    def mount_links_inside(self) -> list[tuple[str, str]]:
-        links = []
-        for h in self.hierarchies():
-            sub = self._subdir(h)
-            links += [(c, sub) for c in h.controllers if c != sub and len(h.controllers) > 1]
-        return links
-
-    def _pid_cgroup_line(self, controllers: str) -> bool:
-        return "cpu" in controllers.split(",")
-
-

@@ -19,9 +19,11 @@ import os
 import time
 from pathlib import Path
 
-from .cgroups import (CPU_PERIOD_US, STAT_KEYS, CgroupManager, Limits, check_group, int_or_none,
-                      keyed, parse_cpulist)
+from .cgroupsbase import (CPU_PERIOD_US, STAT_KEYS, CgroupManager, Limits, check_group,
+                          int_or_none, keyed)
 from .errors import HostUnsupported, InvalidRequest, NotFound
+from .procfs import parse_cpulist
+from .protocol import Reason
 
 REQUIRED = ("cpu", "cpuset", "memory", "pids")
 OPTIONAL = ("io",)
@@ -174,7 +176,8 @@ class CgroupsV2(CgroupManager):
         rule allows only once <group> holds no process."""
         g = self.root / self._require(group)
         if not self._write(g / LEAF / "cgroup.procs", int(pid), tolerate=(errno.ESRCH,)):
-            raise NotFound(f"process {pid} exited before it was moved into {g / LEAF}")
+            raise NotFound(f"process {pid} exited before it was moved into {g / LEAF}",
+                           reason=Reason.NO_SUCH_PROCESS)
         # A process the new one forked early would still sit in <group> and block the rule.
         for other in self._node_pids(g):
             self._write(g / LEAF / "cgroup.procs", other, tolerate=(errno.ESRCH,))
@@ -268,6 +271,3 @@ class CgroupsV2(CgroupManager):
 
     def mounts_inside(self) -> list[tuple[str, str, str]]:
         return [("", "cgroup2", "")]
-
-    def _pid_cgroup_line(self, controllers: str) -> bool:
-        return controllers == ""

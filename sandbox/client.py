@@ -1,8 +1,11 @@
-"""How the CLI and the web app talk to sandboxd.
+"""How the CLI, the web app, the lab machinery and the benchmarks talk to sandboxd.
 
 `Client` makes plain JSON calls with http.client (over the Unix socket, or TCP with a
-bearer token) and raises the same `SandboxError` kinds the daemon reported. Streams
-(exec) use `attach()`, an asyncio WebSocket over the same transport.
+bearer token) and raises the same `SandboxError` kinds, with the same `reason`, the
+daemon reported. An exec session's stream is an `AttachStream` (`Client.attach()`): a
+blocking WebSocket over the same transport, the one attach client of the project.
+
+With `protocol.py` and `errors.py`, this is all unprivileged code may import of `sandbox`.
 """
 
 from __future__ import annotations
@@ -14,17 +17,15 @@ import socket
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-from .config import default_socket_path
-from .errors import (CapacityExhausted, Conflict, HostUnsupported, InvalidRequest, NotFound,
-                     SandboxError, TooLarge)
+import select
+import struct
 
-_ERRORS = {cls.code: cls for cls in (InvalidRequest, NotFound, Conflict, CapacityExhausted,
-                                     HostUnsupported, TooLarge)}
+import websocket
 
+from .errors import DaemonUnavailable, NotFound, SandboxError, from_json
+from .protocol import API_PREFIX, Channel, Reason, default_socket_path
 
-class DaemonUnavailable(SandboxError):
-    status = 503
-    code = "daemon_unavailable"
+CONNECT_TIMEOUT = 10.0
 
 
 def resolve_socket(path: str | os.PathLike | None = None) -> Path:
@@ -73,7 +74,7 @@ class Client:
                 query: dict | None = None, timeout: float | None = None, raw: bool = False):
         """One call; the decoded JSON answer, or with `raw` its bytes as they came. An
         error answer (always JSON) raises the SandboxError kind the daemon named."""
-        url = "/v1" + path + ("?" + urlencode(query) if query else "")
+        url = API_PREFIX + path + ("?" + urlencode(query) if query else "")
         headers = {"Content-Type": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -106,11 +107,7 @@ class Client:
         except ValueError:
             payload = {"message": answer.decode(errors="replace")}
         if resp.status >= 400:
-            payload = payload if isinstance(payload, dict) else {}
-            cls = _ERRORS.get(payload.get("error"), SandboxError)
-            err = cls(payload.get("message", f"HTTP {resp.status}"), field=payload.get("field"))
-            err.status = resp.status
-            raise err
+            raise from_json(payload if isinstance(payload, dict) else {}, resp.status)
         return payload
 
     # ---------------------------------------------------------- sandboxes
@@ -201,19 +198,130 @@ class Client:
     def signal(self, eid: str, name: str) -> dict:
         return self.request("POST", f"/exec/{quote(eid, safe='')}/signal", {"signal": name})
 
+    def forget_exec(self, eid: str) -> None:
+        """Kill the session's process (if it still runs) and forget the session."""
+        self.request("DELETE", f"/exec/{quote(eid, safe='')}")
+
     # ---------------------------------------------------------- streams
 
     def attach_url(self, eid: str, *, readonly: bool = False, replay: bool = True) -> str:
         q = urlencode({"readonly": int(readonly), "replay": int(replay)})
         base = self.url.rstrip("/") if self.url else "http://localhost"
-        return f"{base}/v1/exec/{quote(eid, safe='')}/attach?{q}"
+        return f"{base}{API_PREFIX}/exec/{quote(eid, safe='')}/attach?{q}"
 
-    def session(self):
-        """An aiohttp ClientSession bound to the daemon's transport (for attach)."""
-        import aiohttp
+    def attach(self, eid: str, *, readonly: bool = False, replay: bool = True) -> "AttachStream":
+        """A viewer's stream of exec session `eid` (see `AttachStream`)."""
+        return AttachStream.open(self, eid, readonly=readonly, replay=replay)
 
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        if self.url:
-            return aiohttp.ClientSession(headers=headers)
-        return aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(self.socket_path)),
-                                     headers=headers)
+
+class StreamClosed(Exception):
+    """The daemon closed the stream (or the connection broke); `code` says why if it said
+    (a `protocol.CloseCode`, or a standard WebSocket code)."""
+
+    def __init__(self, code: int | None = None):
+        super().__init__(f"attach stream closed ({code})")
+        self.code = code
+
+
+class AttachStream:
+    """One viewer's WebSocket to an exec session: frames of (`Channel`, payload).
+
+    Blocking (websocket-client), so that threads use it directly: the web relay reads in
+    its thread, the CLI reads in its main thread while another sends stdin; the send and
+    receive sides have separate locks. websocket-client takes a pre-connected socket
+    (`socket=`), so the daemon's Unix socket works as well as TCP, and it answers the
+    daemon's pings while it reads."""
+
+    def __init__(self, ws: websocket.WebSocket):
+        self._ws = ws
+
+    @classmethod
+    def open(cls, client: Client, exec_id: str, *, readonly: bool = False,
+             replay: bool = True) -> "AttachStream":
+        url = client.attach_url(exec_id, readonly=readonly, replay=replay)
+        url = "ws" + url[len("http"):]  # http→ws, https→wss
+        header = [f"Authorization: Bearer {client.token}"] if client.token else []
+        sock = None
+        if client.socket_path is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(CONNECT_TIMEOUT)
+            try:
+                sock.connect(str(client.socket_path))
+            except OSError as e:
+                sock.close()
+                raise DaemonUnavailable(f"cannot reach sandboxd at {client.where()}: "
+                                        f"{e.strerror or e}") from None
+        ws = websocket.WebSocket(enable_multithread=True, skip_utf8_validation=True)
+        try:
+            ws.connect(url, socket=sock, header=header, timeout=CONNECT_TIMEOUT,
+                       suppress_origin=True)
+        except websocket.WebSocketBadStatusException as e:
+            ws.shutdown()
+            payload = _error_payload(e)
+            if "message" not in payload:
+                payload["message"] = f"attach failed with HTTP {e.status_code}"
+                if e.status_code == 404:
+                    payload.update(error=NotFound.code, reason=Reason.NO_SUCH_EXEC)
+            raise from_json(payload, e.status_code) from None
+        except (OSError, websocket.WebSocketException) as e:
+            ws.shutdown()
+            raise DaemonUnavailable(f"cannot attach through {client.where()}: {e}") from None
+        ws.settimeout(None)  # a reader blocks until output comes; abort()/close() wakes it
+        return cls(ws)
+
+    def recv(self) -> tuple[int, bytes]:
+        """The next (channel, payload); raises StreamClosed at the end."""
+        try:
+            while True:
+                opcode, data = self._ws.recv_data()
+                if opcode == websocket.ABNF.OPCODE_CLOSE:
+                    code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else None
+                    raise StreamClosed(code)
+                if opcode == websocket.ABNF.OPCODE_BINARY and data:
+                    return data[0], data[1:]
+        except (OSError, websocket.WebSocketException):
+            raise StreamClosed() from None
+
+    def ready(self) -> bool:
+        """Whether a frame (or part of one) is already waiting, so recv() would not block."""
+        sock = self._ws.sock
+        if sock is None:
+            return False
+        try:
+            return bool(select.select([sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return False
+
+    def send(self, channel: Channel, payload: bytes = b"") -> bool:
+        """Send one frame; False when the stream is gone."""
+        try:
+            self._ws.send_bytes(bytes([channel]) + payload)
+            return True
+        except (OSError, websocket.WebSocketException):
+            return False
+
+    def send_json(self, channel: Channel, obj: dict) -> bool:
+        return self.send(channel, json.dumps(obj).encode())
+
+    def abort(self) -> None:
+        """Wake a thread blocked in recv() (it gets StreamClosed); safe from any thread."""
+        self._ws.abort()
+
+    def close(self) -> None:
+        self._ws.shutdown()
+
+    def __enter__(self) -> "AttachStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _error_payload(e: websocket.WebSocketBadStatusException) -> dict:
+    """The daemon's JSON error answer, if the refused handshake carried one."""
+    body = getattr(e, "resp_body", None)
+    try:
+        payload = json.loads(body) if body else {}
+    except ValueError:
+        return {}
+    return payload if isinstance(payload, dict) else {}

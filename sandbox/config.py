@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InvalidRequest
+from .protocol import DEFAULT_DAEMON_NAME as DEFAULT_NAME
+from .protocol import DEFAULT_RUN_DIR, default_socket_path  # noqa: F401 - re-exported
 
 DEFAULT_STATE_DIR = Path("/var/lib/nslab")
-DEFAULT_RUN_DIR = Path("/run/nslab")
-DEFAULT_NAME = "default"
 DEFAULT_SUBNET = "10.213.0.0/16"
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
@@ -28,12 +28,6 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 UID_BASE = 100_000
 UID_BLOCK = 65_536
 UID_BLOCKS = 16_000  # 100000 + 16000 * 65536 stays below 2**31
-
-
-def default_socket_path(name: str = DEFAULT_NAME) -> Path:
-    if name == DEFAULT_NAME:
-        return DEFAULT_RUN_DIR / "sandboxd.sock"
-    return DEFAULT_RUN_DIR / f"sandboxd-{name}.sock"
 
 
 @dataclass

@@ -2,12 +2,13 @@
 
 Listens on a Unix socket (mode 0660, group configurable) and, for remote sandbox hosts,
 optionally on TCP where every request must carry `Authorization: Bearer <token>`.
-Every payload is parsed strictly (sandbox/requests.py) before anything changes; every
-error is JSON `{"error", "message", "field"?}` with a 4xx/5xx status.
+Every payload is parsed strictly (sandbox/payloads.py) before anything changes; every
+error is JSON `{"error", "reason", "message", "field"?}` with a 4xx/5xx status, `reason`
+a `protocol.Reason`.
 
 Exec streams use WebSocket binary frames whose first byte is the channel
-(sandbox/sessions.py: STDIN=0, STDOUT=1, STDERR=2, RESIZE=3, EXIT=4, CLOSE_STDIN=5,
-SIGNAL=6, REPLAYED=7); bytes are passed through untouched.
+(`protocol.Channel`); bytes are passed through untouched. The daemon uses only the
+engine's public methods.
 """
 
 from __future__ import annotations
@@ -29,14 +30,16 @@ from aiohttp import WSMsgType, web
 from . import files, sessions
 from .config import HostConfig
 from .engine import Engine
-from .errors import InvalidRequest, NotFound, SandboxError
-from .requests import CreateRequest, ExecRequest, FileQuery, check_sandbox_id
-from .spawner import SpawnerClient
+from .errors import InvalidRequest, SandboxError
+from .payloads import CreateRequest, ExecRequest, FileQuery, check_sandbox_id
+from .protocol import API_PREFIX, Channel, CloseCode, Reason
+from .spawner.client import SpawnerClient
 
 log = logging.getLogger("nslab.sandboxd")
-API = "/v1"
+API = API_PREFIX
 MAX_BODY = 1 << 20
-SESSION_TTL = 60.0
+# Output channels, whose runs are coalesced into one frame (a tuple: looked up per frame).
+_OUTPUT = (Channel.STDOUT, Channel.STDERR)
 
 
 def _json(data, status: int = 200) -> web.Response:
@@ -66,11 +69,19 @@ async def errors_middleware(request: web.Request, handler):
         return _json(e.to_json(), status=e.status)
     except web.HTTPException as e:
         if e.status >= 400 and not isinstance(e, web.HTTPRequestEntityTooLarge):
-            return _json({"error": "http", "message": e.reason}, status=e.status)
+            return _json({"error": "http", "reason": _http_reason(e.status), "message": e.reason},
+                         status=e.status)
         if isinstance(e, web.HTTPRequestEntityTooLarge):
-            return _json({"error": "invalid_request", "message": "request body too large"},
-                         status=413)
+            return _json({"error": "invalid_request", "reason": Reason.TOO_LARGE.value,
+                          "message": "request body too large"}, status=413)
         raise
+
+
+def _http_reason(status: int) -> str:
+    """The reason of an error aiohttp raised itself (no such route, wrong method, ...)."""
+    if status == 404:
+        return Reason.NOT_FOUND.value
+    return (Reason.INVALID if status < 500 else Reason.INTERNAL).value
 
 
 def _token_middleware(token: str | None):
@@ -80,8 +91,9 @@ def _token_middleware(token: str | None):
         if isinstance(sockname, tuple):  # TCP: bearer token required
             got = request.headers.get("Authorization", "")
             if not token or not hmac.compare_digest(got.encode(), f"Bearer {token}".encode()):
-                return _json({"error": "unauthorized", "message": "a valid bearer token is "
-                              "required on the TCP listener"}, status=401)
+                return _json({"error": "unauthorized", "reason": Reason.UNAUTHORIZED.value,
+                              "message": "a valid bearer token is required on the TCP listener"},
+                             status=401)
         return await handler(request)
     return check
 
@@ -126,18 +138,11 @@ class Daemon:
     # -------------------------------------------------------------- sandboxes
 
     async def info(self, request):
-        e = self.engine
-        running = sum(1 for r in e.records.values() if r.state == "running")
-        return _json({"name": e.config.name, "state_dir": str(e.config.state_dir),
-                      "cgroup_version": e.cgroups.version, "sandboxes": len(e.records),
-                      "running": running, "subnet": e.config.subnet,
-                      "warm_slots": [w.id for w in e._warm if w.ready.done()],
-                      "warm_pending": sum(1 for w in e._warm if not w.ready.done())
-                      + int(e._refill is not None and not e._refill.done()),
-                      "uptime": time.time() - self.started, "pid": os.getpid()})
+        return _json({**self.engine.info(), "uptime": time.time() - self.started,
+                      "pid": os.getpid()})
 
     async def images(self, request):
-        return _json([img.to_json() for img in self.engine.images.list()])
+        return _json(self.engine.list_images())
 
     async def list(self, request):
         return _json([r.summary() for r in self.engine.list()])
@@ -172,16 +177,11 @@ class Daemon:
         return _json(self.engine.stats(request.match_info["sid"]))
 
     async def port(self, request):
-        rec = self.engine._running(request.match_info["sid"])
         try:
             port = int(request.match_info["port"])
         except ValueError:
-            port = 0
-        if not 1 <= port <= 65535:
-            raise InvalidRequest("port must be between 1 and 65535", field="port")
-        listening = any(s["port"] == port and s["proto"] == "tcp"
-                        for s in self.engine.network.listening_sockets(rec.init_pid))
-        return _json({"host": rec.address, "port": port, "listening": listening})
+            port = 0  # refused by the engine, after it has checked the sandbox
+        return _json(self.engine.port(request.match_info["sid"], port))
 
     # -------------------------------------------------------------- files
 
@@ -271,7 +271,8 @@ class Daemon:
                 try:
                     self._on_client_frame(session, readonly, channel, payload)
                 except SandboxError as e:
-                    await ws.send_bytes(bytes([sessions.STDERR]) + f"nslab: {e.message}\n".encode())
+                    await ws.send_bytes(bytes([Channel.STDERR])
+                                        + f"nslab: {e.message}\n".encode())
         finally:
             writer.cancel()
             att.close()
@@ -282,14 +283,14 @@ class Daemon:
     def _on_client_frame(session, readonly: bool, channel: int, payload: bytes) -> None:
         if readonly:
             return  # a shadowing viewer never types
-        if channel == sessions.STDIN:
+        if channel == Channel.STDIN:
             session.write(payload)
-        elif channel == sessions.RESIZE:
+        elif channel == Channel.RESIZE:
             size = json.loads(payload)
             session.resize(int(size["rows"]), int(size["cols"]))
-        elif channel == sessions.CLOSE_STDIN:
+        elif channel == Channel.CLOSE_STDIN:
             session.close_stdin()
-        elif channel == sessions.SIGNAL:
+        elif channel == Channel.SIGNAL:
             session.signal(json.loads(payload).get("signal", ""))
 
     @staticmethod
@@ -302,20 +303,21 @@ class Daemon:
                 # Coalesce runs of one channel into one message: fewer, larger frames.
                 merged: list[tuple[int, bytearray]] = []
                 for channel, data in frames:
-                    if merged and merged[-1][0] == channel and channel in (sessions.STDOUT, sessions.STDERR):
+                    if merged and merged[-1][0] == channel and channel in _OUTPUT:
                         merged[-1][1].extend(data)
                     else:
                         merged.append((channel, bytearray(data)))
                 for channel, data in merged:
                     await ws.send_bytes(bytes([channel]) + bytes(data))
                     att.delivered(len(data))
-                    if channel == sessions.EXIT:
+                    if channel == Channel.EXIT:
                         await ws.close()
                         return
             if att.dropped:
-                await ws.close(code=4000, message=b"viewer fell behind; reattach")
+                await ws.close(code=CloseCode.VIEWER_BEHIND,
+                               message=b"viewer fell behind; reattach")
             else:  # the session was closed under it: its sandbox stopped or went away
-                await ws.close(code=4001, message=b"the session is gone")
+                await ws.close(code=CloseCode.SESSION_GONE, message=b"the session is gone")
         except (ConnectionResetError, asyncio.CancelledError):
             pass
 
@@ -324,12 +326,9 @@ class Daemon:
         of deleted volumes once the kernel's cleaner is done with them (it refuses before)."""
         while True:
             await asyncio.sleep(10)
-            now = time.time()
-            for s in list(self.engine.sessions.values()):
-                if s.finished.is_set() and not s.attachments and now - s.created > SESSION_TTL:
-                    self.engine.forget_session(s.id)
+            self.engine.forget_idle_sessions()
             try:
-                await asyncio.to_thread(self.engine.storage.reap)
+                await asyncio.to_thread(self.engine.reap_storage)
             except SandboxError as e:
                 log.warning("could not drop the qgroups of deleted volumes: %s", e.message)
 
@@ -378,7 +377,7 @@ async def serve(config: HostConfig, spawner: SpawnerClient, socket_path: Path,
         loop.add_signal_handler(sig, stop.set)
     reaper = asyncio.create_task(daemon.housekeeping())
     log.info("sandboxd %s listening on %s (cgroup v%d)", config.name, socket_path,
-             engine.cgroups.version)
+             engine.cgroup_version)
     if ready:
         ready()
     try:
@@ -436,4 +435,4 @@ def run(config: HostConfig, socket_path: Path, listen: str | None = None,
     return 0
 
 
-__all__ = ["run", "serve", "Daemon", "NotFound"]
+__all__ = ["run", "serve", "Daemon"]

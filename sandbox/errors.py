@@ -7,20 +7,28 @@ errno to a person.
 
 from __future__ import annotations
 
+from .protocol import Reason
+
 
 class SandboxError(Exception):
-    """Something the engine could not do; `status` is the HTTP status the API uses."""
+    """Something the engine could not do; `status` is the HTTP status the API uses.
+
+    `reason` (a `protocol.Reason`) is what programs branch on; `message` is for people
+    and may be reworded at any time. Each kind has a default reason; a raise site that
+    knows the cause better names it: `NotFound(msg, reason=Reason.NO_SUCH_FILE)`."""
 
     status = 500
     code = "sandbox_error"
+    default_reason = Reason.INTERNAL
 
-    def __init__(self, message: str, *, field: str | None = None):
+    def __init__(self, message: str, *, field: str | None = None, reason: Reason | None = None):
         super().__init__(message)
         self.message = message
         self.field = field
+        self.reason = Reason(reason) if reason is not None else self.default_reason
 
     def to_json(self) -> dict:
-        body = {"error": self.code, "message": self.message}
+        body = {"error": self.code, "reason": self.reason.value, "message": self.message}
         if self.field is not None:
             body["field"] = self.field
         return body
@@ -31,16 +39,19 @@ class InvalidRequest(SandboxError):
 
     status = 400
     code = "invalid_request"
+    default_reason = Reason.INVALID
 
 
 class NotFound(SandboxError):
     status = 404
     code = "not_found"
+    default_reason = Reason.NOT_FOUND
 
 
 class Conflict(SandboxError):
     status = 409
     code = "conflict"
+    default_reason = Reason.CONFLICT
 
 
 class TooLarge(SandboxError):
@@ -48,6 +59,7 @@ class TooLarge(SandboxError):
 
     status = 413
     code = "too_large"
+    default_reason = Reason.TOO_LARGE
 
 
 class CapacityExhausted(SandboxError):
@@ -55,6 +67,7 @@ class CapacityExhausted(SandboxError):
 
     status = 503
     code = "capacity"
+    default_reason = Reason.CAPACITY
 
 
 class HostUnsupported(SandboxError):
@@ -62,6 +75,35 @@ class HostUnsupported(SandboxError):
 
     status = 500
     code = "host_unsupported"
+    default_reason = Reason.HOST_UNSUPPORTED
+
+
+class DaemonUnavailable(SandboxError):
+    """Raised by the client: the daemon did not answer (not running, no permission to
+    its socket, or too slow)."""
+
+    status = 503
+    code = "daemon_unavailable"
+    default_reason = Reason.DAEMON_UNAVAILABLE
+
+
+KINDS = {cls.code: cls for cls in (InvalidRequest, NotFound, Conflict, TooLarge, CapacityExhausted,
+                                  HostUnsupported, DaemonUnavailable)}
+
+
+def from_json(payload: dict, status: int) -> SandboxError:
+    """The error an answer of the daemon describes, of the kind it named (the client's
+    half of `SandboxError.to_json`). A reason this side does not know (a newer daemon)
+    becomes the kind's default reason rather than failing."""
+    cls = KINDS.get(payload.get("error"), SandboxError)
+    try:
+        reason = Reason(payload.get("reason") or cls.default_reason)
+    except ValueError:
+        reason = cls.default_reason
+    err = cls(str(payload.get("message") or f"HTTP {status}"), field=payload.get("field"),
+              reason=reason)
+    err.status = status
+    return err
 
 
 def explain_oserror(what: str, err: OSError) -> SandboxError:
@@ -82,4 +124,7 @@ def explain_oserror(what: str, err: OSError) -> SandboxError:
         errno.ENOSYS: "the kernel does not have this system call (Linux >= 5.19 needed)",
     }
     hint = hints.get(err.errno, err.strerror or "unknown error")
-    return HostUnsupported(f"{what} failed: {hint} [{errno.errorcode.get(err.errno, err.errno)}]")
+    # EBUSY passes on: a caller may wait for the kernel to let go and retry.
+    reason = Reason.BUSY if err.errno == errno.EBUSY else None
+    return HostUnsupported(f"{what} failed: {hint} [{errno.errorcode.get(err.errno, err.errno)}]",
+                           reason=reason)

@@ -20,6 +20,7 @@ import stat
 
 from . import libc
 from .errors import InvalidRequest, NotFound, SandboxError, TooLarge
+from .protocol import Reason
 
 KIB, MIB = 1 << 10, 1 << 20
 DEFAULT_LIMIT = 8 * MIB
@@ -46,7 +47,7 @@ def read_file(root_fd: int, path: str, limit: int = DEFAULT_LIMIT) -> bytes:
         st = os.fstat(pfd)
         if not stat.S_ISREG(st.st_mode):
             raise InvalidRequest(f"{path} is {_kind(st.st_mode)}, not a regular file",
-                                 field="path")
+                                 field="path", reason=Reason.NOT_REGULAR_FILE)
         _check_filesystem(pfd, path)
         if st.st_size > limit:
             raise TooLarge(f"{path} is {st.st_size} bytes, more than the limit of {limit} "
@@ -77,7 +78,8 @@ def list_dir(root_fd: int, path: str) -> list[dict]:
     try:
         st = os.fstat(pfd)
         if not stat.S_ISDIR(st.st_mode):
-            raise InvalidRequest(f"{path} is {_kind(st.st_mode)}, not a directory", field="path")
+            raise InvalidRequest(f"{path} is {_kind(st.st_mode)}, not a directory", field="path",
+                                 reason=Reason.NOT_DIRECTORY)
         _check_filesystem(pfd, path)
         fd = _reopen(pfd, os.O_RDONLY | os.O_DIRECTORY, st)
     finally:
@@ -113,7 +115,8 @@ def _open_path(root_fd: int, path: str) -> int:
             if e.errno == errno.EAGAIN:  # a rename or mount raced the walk: walk again
                 continue
             raise _explain(e, path) from None
-    raise SandboxError(f"{path} kept changing while it was looked up; try again")
+    raise SandboxError(f"{path} kept changing while it was looked up; try again",
+                       reason=Reason.BUSY)
 
 
 def _reopen(pfd: int, flags: int, st: os.stat_result) -> int:
@@ -126,7 +129,7 @@ def _reopen(pfd: int, flags: int, st: os.stat_result) -> int:
     got = os.fstat(fd)
     if (got.st_dev, got.st_ino) != (st.st_dev, st.st_ino):  # cannot happen; never serve it
         os.close(fd)
-        raise SandboxError("the file changed while it was opened; try again")
+        raise SandboxError("the file changed while it was opened; try again", reason=Reason.BUSY)
     return fd
 
 
@@ -136,12 +139,12 @@ def _check_filesystem(fd: int, path: str) -> None:
         name = _KNOWN.get(kind, hex(kind))
         raise InvalidRequest(f"{path} is on a {name} filesystem: only files on the sandbox's "
                              "disk or a tmpfs are served (use inspect for processes and "
-                             "cgroups)", field="path")
+                             "cgroups)", field="path", reason=Reason.SPECIAL_FILESYSTEM)
 
 
 def _explain(e: OSError, path: str) -> SandboxError:
     if e.errno in (errno.ENOENT, errno.ENOTDIR):
-        return NotFound(f"no such file or directory: {path}")
+        return NotFound(f"no such file or directory: {path}", reason=Reason.NO_SUCH_FILE)
     if e.errno == errno.ELOOP:
         return InvalidRequest(f"{path} leads through a /proc magic link or too many symbolic "
                               "links", field="path")
@@ -150,7 +153,8 @@ def _explain(e: OSError, path: str) -> SandboxError:
     if e.errno == errno.EACCES:
         return InvalidRequest(f"{path} cannot be opened: permission denied", field="path")
     if e.errno == errno.ENOSYS:
-        return SandboxError("reading files needs openat2 (Linux >= 5.6)")
+        return SandboxError("reading files needs openat2 (Linux >= 5.6)",
+                            reason=Reason.HOST_UNSUPPORTED)
     return SandboxError(f"{path} cannot be opened: {os.strerror(e.errno or 0)}")
 
 

@@ -32,6 +32,7 @@ from typing import Callable
 
 from .config import HostConfig
 from .errors import HostUnsupported, InvalidRequest, NotFound, SandboxError
+from .protocol import Reason
 
 Progress = Callable[[float, str], None]
 
@@ -479,7 +480,8 @@ class ImageStore:
         meta = self._read_meta(d)
         if meta is None:
             names = ", ".join(i.name for i in self.list()) or "none yet"
-            raise NotFound(f"image {name!r} does not exist; available: {names}", field="image")
+            raise NotFound(f"image {name!r} does not exist; available: {names}", field="image",
+                           reason=Reason.NO_SUCH_IMAGE)
         return self._image(d, meta)
 
     def list(self) -> list[Image]:

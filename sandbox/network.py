@@ -33,8 +33,7 @@ import shutil
 import socket
 import struct
 import subprocess
-import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
@@ -54,7 +53,6 @@ from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import NTF_MASTER, NTF_STICKY, NUD_NOARP, NUD_PERMANENT, ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from . import libc
 from .config import HostConfig
 from .errors import (
     CapacityExhausted,
@@ -65,6 +63,8 @@ from .errors import (
     SandboxError,
     explain_oserror,
 )
+from .nsenter import in_netns
+from .protocol import InterfaceFacts, Reason
 
 SYSFS_NET = Path("/sys/class/net")
 
@@ -97,9 +97,6 @@ class NetInfo:
     prefixlen: int
     gateway: str
     mac: str | None = None
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def _mac(prefix: str, address: IPv4Address) -> str:
@@ -274,46 +271,6 @@ def _locked_port(port_index: int) -> ifinfmsg:
     return msg
 
 
-def in_netns(ns_fd: int, func):
-    """Run `func()` in a short-lived thread that has joined the net namespace `ns_fd`.
-
-    The network namespace is per thread, so the caller's thread (and the daemon's event
-    loop) never leaves the host's. Sockets keep the namespace they were made in, so
-    whatever `func` opens must be closed before it returns, or be used only for that
-    namespace. Exceptions raised by `func` are raised here.
-    """
-    return in_namespace(ns_fd, "net", func)
-
-
-NS_FLAGS = {"net": libc.CLONE_NEWNET, "uts": libc.CLONE_NEWUTS}
-
-
-def in_namespace(ns_fd: int, kind: str, func):
-    """`in_netns` for any namespace a single thread may join ("net", "uts")."""
-    outcome: dict = {}
-
-    def run():
-        try:
-            host_fd = os.open(f"/proc/thread-self/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                libc.setns(ns_fd, NS_FLAGS[kind])
-                try:
-                    outcome["value"] = func()
-                finally:
-                    libc.setns(host_fd, NS_FLAGS[kind])
-            finally:
-                os.close(host_fd)
-        except BaseException as e:  # handed over to the calling thread and raised there
-            outcome["error"] = e
-
-    thread = threading.Thread(target=run, name=f"nslab-{kind}ns")
-    thread.start()
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome.get("value")
-
-
 class Network:
     """One daemon's bridge, its sandboxes' veths, and the firewall around them."""
 
@@ -456,7 +413,7 @@ table bridge {t} {{
     def teardown(self) -> None:
         """Remove our veths, the bridge and both nft tables; whatever is absent is fine."""
         for name in self.veths():
-            self._delete_veth(name, prune=False)  # the neighbours go with the bridge
+            self.delete_veth(name, prune=False)  # the neighbours go with the bridge
         try:
             with IPRoute() as ipr:
                 ipr.link("del", ifname=self.bridge)
@@ -472,7 +429,7 @@ table bridge {t} {{
                   f"removing the firewall tables {t}")
 
     def veths(self) -> list[str]:
-        """Host ends of our veths now present; `detach(name[len(veth_prefix):])` removes one."""
+        """Host ends of our veths now present; `delete_veth(name)` removes one."""
         with IPRoute() as ipr:
             links = ipr.get_links()
         names = []
@@ -514,7 +471,8 @@ table bridge {t} {{
         try:
             return os.open(f"/proc/{int(pid)}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            raise NotFound(f"process {pid} does not exist (the sandbox has exited)") from None
+            raise NotFound(f"process {pid} does not exist (the sandbox has exited)",
+                           reason=Reason.NO_SUCH_PROCESS) from None
         except OSError as e:
             raise explain_oserror(f"opening the network namespace of process {pid}", e) from None
 
@@ -546,9 +504,10 @@ table bridge {t} {{
                         raise
                     if (SYSFS_NET / name).exists():
                         raise Conflict(f"veth {name} already exists: sandbox {sandbox_id!r} "
-                                       "is attached already") from None
+                                       "is attached already",
+                                       reason=Reason.ALREADY_EXISTS) from None
                     raise Conflict(f"the network namespace of process {pid} already has "
-                                   "an eth0") from None
+                                   "an eth0", reason=Reason.ALREADY_EXISTS) from None
                 created = True
                 # if_nametoindex() is one ioctl, cheaper than a netlink get or sysfs.
                 port_index = socket.if_nametoindex(name)
@@ -584,7 +543,7 @@ table bridge {t} {{
                                       e) from None
         except BaseException:
             if created:
-                self._delete_veth(name)
+                self.delete_veth(name)
             raise
         finally:
             os.close(ns_fd)
@@ -593,9 +552,11 @@ table bridge {t} {{
 
     def detach(self, sandbox_id: str) -> None:
         """Remove the sandbox's veth (its eth0 goes with it); absent is fine."""
-        self._delete_veth(self.veth_name(sandbox_id))
+        self.delete_veth(self.veth_name(sandbox_id))
 
-    def _delete_veth(self, name: str, prune: bool = True) -> None:
+    def delete_veth(self, name: str, prune: bool = True) -> None:
+        """Remove the veth whose host end is `name` (one `veths()` lists); absent is fine.
+        `prune` also drops the neighbour entries no live veth needs any more."""
         try:
             with IPRoute() as ipr:
                 try:
@@ -653,7 +614,8 @@ table bridge {t} {{
                 lines = path.read_text().splitlines()[1:]
             except FileNotFoundError:
                 if not Path(f"/proc/{int(pid)}").exists():
-                    raise NotFound(f"process {pid} does not exist") from None
+                    raise NotFound(f"process {pid} does not exist",
+                                   reason=Reason.NO_SUCH_PROCESS) from None
                 continue  # kernel without IPv6: there is no tcp6/udp6 file
             for line in lines:
                 fields = line.split()
@@ -670,7 +632,7 @@ table bridge {t} {{
                                "state": state_name, "inode": inode})
         return result
 
-    def addresses(self, pid: int) -> list[dict]:
+    def addresses(self, pid: int) -> list[InterfaceFacts]:
         """Interfaces of the net namespace of `pid` with their IP addresses."""
         ns_fd = self._open_netns(pid)
 
@@ -686,7 +648,7 @@ table bridge {t} {{
             raise explain_oserror(f"entering the network namespace of process {pid}", e) from None
         finally:
             os.close(ns_fd)
-        result = {}
+        result: dict[int, InterfaceFacts] = {}
         for link in links:
             result[link["index"]] = {
                 "ifname": link.get("IFLA_IFNAME"),

@@ -32,9 +32,10 @@ import time
 
 from . import libc
 from .errors import Conflict, InvalidRequest
-from .spawner import ExecHandle, set_winsize
+from .protocol import Channel, Reason
+from .spawner.client import ExecHandle
+from .spawner.enter import set_winsize
 
-STDIN, STDOUT, STDERR, RESIZE, EXIT, CLOSE_STDIN, SIGNAL, REPLAYED = range(8)
 RING_BYTES = 256 * 1024
 HIGH_WATER = 512 * 1024
 LOW_WATER = 128 * 1024
@@ -122,7 +123,10 @@ class ExecSession:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         h = self.handle
-        streams = {h.master: STDOUT} if self.tty else {h.stdout: STDOUT, h.stderr: STDERR}
+        if self.tty:
+            streams = {h.master: Channel.STDOUT}
+        else:
+            streams = {h.stdout: Channel.STDOUT, h.stderr: Channel.STDERR}
         for fd, channel in streams.items():
             os.set_blocking(fd, False)
             self._open_streams[fd] = channel
@@ -130,7 +134,7 @@ class ExecSession:
             os.set_blocking(h.stdin, False)
         if h.exec_error:
             msg = f"nslab: {h.exec_error}\r\n" if self.tty else f"nslab: {h.exec_error}\n"
-            self._emit(STDERR if not self.tty else STDOUT, msg.encode())
+            self._emit(Channel.STDERR if not self.tty else Channel.STDOUT, msg.encode())
         self.update_flow()
 
     def info(self) -> dict:
@@ -218,15 +222,15 @@ class ExecSession:
     def attach(self, readonly: bool = False, replay: bool = True) -> Attachment:
         att = Attachment(self, readonly)
         if replay and self.ring:
-            att.feed(STDOUT, bytes(self.ring))
+            att.feed(Channel.STDOUT, bytes(self.ring))
         if not readonly and self._unclaimed:
             for channel, data in self._unclaimed:
                 att.feed(channel, data)
             self._unclaimed.clear()
             self._unclaimed_bytes = 0
-        att.feed(REPLAYED, b"")
+        att.feed(Channel.REPLAYED, b"")
         if self.finished.is_set():
-            att.feed(EXIT, json.dumps({"exit_code": self.exit_code}).encode())
+            att.feed(Channel.EXIT, json.dumps({"exit_code": self.exit_code}).encode())
         self.attachments.append(att)
         self.update_flow()
         return att
@@ -243,7 +247,8 @@ class ExecSession:
         if fd is None or self._closed:
             raise Conflict("this process's input is closed")
         if len(self._stdin_buf) + len(data) > 4 * 1024 * 1024:
-            raise Conflict("input is arriving faster than the process reads it")
+            raise Conflict("input is arriving faster than the process reads it",
+                           reason=Reason.BUSY)
         self._stdin_buf += data
         self._flush_stdin()
 
@@ -321,7 +326,7 @@ class ExecSession:
         self.finished.set()
         payload = json.dumps({"exit_code": self.exit_code}).encode()
         for att in list(self.attachments):
-            att.feed(EXIT, payload)
+            att.feed(Channel.EXIT, payload)
 
     def _drain(self, fd: int) -> None:
         for _ in range(64):
@@ -362,7 +367,7 @@ class ExecSession:
             self.write(stdin)
         if not self.tty:
             self.close_stdin()
-        out = {STDOUT: bytearray(), STDERR: bytearray()}
+        out = {Channel.STDOUT: bytearray(), Channel.STDERR: bytearray()}
         truncated = False
         timed_out = False
 
@@ -379,7 +384,7 @@ class ExecSession:
                             truncated = True
                         out[channel] += data[:max(room, 0)]
                     att.delivered(len(data))
-                    if channel == EXIT:
+                    if channel == Channel.EXIT:
                         return
 
         try:
@@ -394,4 +399,4 @@ class ExecSession:
         finally:
             att.close()
         return {"exit_code": self.exit_code, "timed_out": timed_out, "truncated": truncated,
-                "stdout": bytes(out[STDOUT]), "stderr": bytes(out[STDERR])}
+                "stdout": bytes(out[Channel.STDOUT]), "stderr": bytes(out[Channel.STDERR])}

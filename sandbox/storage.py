@@ -47,6 +47,7 @@ from . import libc
 from .config import HostConfig
 from .errors import (Conflict, HostUnsupported, InvalidRequest, NotFound, SandboxError,
                      explain_oserror)
+from .protocol import Reason
 
 VOLUME_KINDS = ("sandboxes", "homes")
 VOLUME_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -421,7 +422,8 @@ class Storage:
         except OSError as e:
             if e.errno == errno.EBUSY:
                 raise SandboxError(f"the storage pool {self.mount} is still in use (a sandbox, "
-                                   "a mount or a shell in it); stop them first") from None
+                                   "a mount or a shell in it); stop them first",
+                                   reason=Reason.BUSY) from None
             raise explain_oserror(f"unmounting {self.mount}", e) from None
 
     # volumes
@@ -456,7 +458,8 @@ class Storage:
                 subvol_create(parent, name)
             except OSError as e:
                 if e.errno == errno.EEXIST:
-                    raise Conflict(f"{kind} volume {name!r} already exists", field="name") from None
+                    raise Conflict(f"{kind} volume {name!r} already exists", field="name",
+                                   reason=Reason.ALREADY_EXISTS) from None
                 raise explain_oserror(f"creating subvolume {path}", e) from None
             try:
                 fd = self._open_dir(path)

@@ -18,6 +18,8 @@ import pytest
 
 from sandbox.client import _UnixConnection
 from sandbox.config import HostConfig
+from sandbox.errors import Conflict, InvalidRequest, NotFound
+from sandbox.protocol import Reason
 
 UID_CLAIMS = HostConfig().uid_claims_dir  # machine-wide; each claim names its state dir
 WARM = getattr(HostConfig(), "warm", 0)  # conftest's daemon keeps the default pool size
@@ -87,8 +89,10 @@ def snapshot(sandboxd, client, timeout: float = 5.0) -> dict:
 
 
 def refused(sandboxd, client, method: str, path: str, body, *,
-            status: int | tuple[int, ...] = 400, field: str | None = None) -> dict:
-    """Send a bad request; assert a 4xx JSON error naming `field`, and that nothing changed.
+            status: int | tuple[int, ...] = 400, field: str | None = None,
+            reason: Reason | None = None) -> dict:
+    """Send a bad request; assert a 4xx JSON error naming `field` (and `reason`, which
+    every error carries), and that nothing changed.
 
     `body` is a dict (sent as JSON), raw bytes, or None. Returns the error payload.
     """
@@ -106,6 +110,10 @@ def refused(sandboxd, client, method: str, path: str, body, *,
     assert ctype.startswith("application/json"), f"{method} {path}: error is {ctype}: {shown!r}"
     err = json.loads(payload)
     assert isinstance(err, dict) and err.get("message"), f"error payload {err!r}"
+    assert err.get("reason") in {r.value for r in Reason}, f"error without a reason: {err!r}"
+    if reason is not None:
+        assert err["reason"] == reason, f"{method} {path}: reason {err['reason']!r}, " \
+                                        f"expected {reason.value!r}: {err['message']}"
     if field is not None:
         assert err.get("field") == field, f"{method} {path}: error names {err.get('field')!r}, " \
                                           f"expected {field!r}: {err['message']}"
@@ -198,7 +206,7 @@ def test_create_refuses_a_trailing_newline(sandboxd, client, body, field):
 
 def test_create_with_a_missing_image_is_404_and_lists_images(sandboxd, client):
     err = refused(sandboxd, client, "POST", "/sandboxes", {"image": "nosuch"}, status=404,
-                  field="image")
+                  field="image", reason=Reason.NO_SUCH_IMAGE)
     assert "host" in err["message"], f"the error does not list the images: {err['message']}"
 
 
@@ -206,7 +214,7 @@ def test_create_with_a_home_in_use_is_409(sandboxd, client):
     sb = client.create(memory="64m", disk="64m", home="api-home")
     try:
         refused(sandboxd, client, "POST", "/sandboxes", {"home": "api-home"}, status=409,
-                field="home")
+                field="home", reason=Reason.IN_USE)
     finally:
         client.destroy(sb["id"], purge=True)
 
@@ -227,7 +235,7 @@ def test_a_deeply_nested_body_is_refused(sandboxd, client):
 
 def test_a_2mib_body_is_413(sandboxd, client):
     body = json.dumps({"labels": {"a": "x" * (2 << 20)}}).encode()
-    refused(sandboxd, client, "POST", "/sandboxes", body, status=413)
+    refused(sandboxd, client, "POST", "/sandboxes", body, status=413, reason=Reason.TOO_LARGE)
 
 
 # --------------------------------------------------------------------------- ids in URLs
@@ -260,7 +268,55 @@ def test_an_id_with_a_trailing_newline_is_refused(sandboxd, client, box):
 ])
 def test_unknown_sandboxes_and_routes_are_404(sandboxd, client, method, path):
     body = b'{"argv": ["true"]}' if path.endswith("/run") else None
-    refused(sandboxd, client, method, path, body, status=404)
+    reason = (Reason.NO_SUCH_SANDBOX if SID in path else Reason.NO_SUCH_EXEC if "/exec/" in path
+              else Reason.NOT_FOUND)
+    refused(sandboxd, client, method, path, body, status=404, reason=reason)
+
+
+# --------------------------------------------------------------------------- reasons
+
+def test_errors_carry_the_reason_the_client_branches_on(sandboxd, client, box):
+    """Each cause a caller may act on comes back as its own `reason`, rebuilt by the
+    client into the same kind of error (never to be told apart by its message)."""
+    sid = box["id"]
+    with pytest.raises(NotFound) as e:
+        client.get(SID)
+    assert e.value.reason == Reason.NO_SUCH_SANDBOX
+    with pytest.raises(NotFound) as e:
+        client.exec_info("0" * 16)
+    assert e.value.reason == Reason.NO_SUCH_EXEC
+    with pytest.raises(InvalidRequest) as e:
+        client.read_file(sid, "/proc/1/status")
+    assert e.value.reason == Reason.SPECIAL_FILESYSTEM and e.value.field == "path"
+    with pytest.raises(InvalidRequest) as e:
+        client.read_file(sid, "/sys/kernel/mm/transparent_hugepage/enabled")
+    assert e.value.reason == Reason.SPECIAL_FILESYSTEM
+    with pytest.raises(NotFound) as e:
+        client.read_file(sid, "/no/such/file")
+    assert e.value.reason == Reason.NO_SUCH_FILE
+    with pytest.raises(InvalidRequest) as e:
+        client.read_file(sid, "/etc")
+    assert e.value.reason == Reason.NOT_REGULAR_FILE
+    with pytest.raises(InvalidRequest) as e:
+        client.list_dir(sid, "/etc/hostname")
+    assert e.value.reason == Reason.NOT_DIRECTORY
+    with pytest.raises(NotFound) as e:
+        client.read_file(sid, "/etc/hostname", pid=99999)
+    assert e.value.reason == Reason.NO_SUCH_PROCESS
+
+
+def test_a_stopped_sandbox_answers_not_running(sandboxd, client):
+    sb = client.create(memory="64m", disk="64m")
+    try:
+        client.stop(sb["id"])
+        for call in (lambda: client.inspect(sb["id"]), lambda: client.stats(sb["id"]),
+                     lambda: client.run(sb["id"], ["true"]),
+                     lambda: client.read_file(sb["id"], "/etc/hostname")):
+            with pytest.raises(Conflict) as e:
+                call()
+            assert e.value.reason == Reason.NOT_RUNNING
+    finally:
+        client.destroy(sb["id"], purge=True)
 
 
 def test_delete_refuses_a_bad_purge_flag(sandboxd, client, box):

@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from nslab import bench_terminal as bt
+from nslab.bench import terminal as bt
 from nslab.cli import build_parser
 
 HEADLINE = {"echo_p50_ms", "echo_p99_ms", "terminals", "flood_echo_p99_ms",

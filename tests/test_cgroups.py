@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.cgroups import (CgroupManager, Limits, MountInfo, check_group, parse_cpulist,
-                             read_mountinfo)
+from sandbox import procfs
+from sandbox.cgroups import Limits, MountInfo, check_group, detect, read_mountinfo
 from sandbox.cgroupsv1 import CgroupsV1
 from sandbox.cgroupsv2 import CgroupsV2
 from sandbox.errors import Conflict, HostUnsupported, InvalidRequest, SandboxError
@@ -51,7 +51,7 @@ print("in", flush=True)
 def mgr():
     """The host's real cgroup manager; fails if not root or a controller is missing."""
     assert os.geteuid() == 0, "privileged cgroup tests need root: run pytest as root"
-    m = CgroupManager.detect()
+    m = detect()
     m.check()
     yield m
     # The shared parent goes too once no test group is left in it.
@@ -151,10 +151,29 @@ def test_group_paths_are_validated(bad):
 
 
 def test_cpulist_parsing():
-    assert parse_cpulist("0-2,5\n") == {0, 1, 2, 5}
-    assert parse_cpulist("") == set()
+    assert procfs.parse_cpulist("0-2,5\n") == {0, 1, 2, 5}
+    assert procfs.parse_cpulist("") == set()
     with pytest.raises(ValueError):
-        parse_cpulist("3-1")
+        procfs.parse_cpulist("3-1")
+
+
+def test_proc_cgroup_lines_v1_hybrid_and_v2():
+    """/proc/PID/cgroup: the cpu hierarchy's line on v1 (a hybrid host lists the unified
+    "0::" line too), the one "0::" line on v2; "name=" hierarchies are left out; paths
+    are relative to the sandbox's group."""
+    hybrid = ("12:pids:/nslab/default/sb1\n4:cpu,cpuacct:/nslab/default/sb1/child\n"
+              "1:name=systemd:/system.slice/x.service\n0::/system.slice/x.service\n")
+    paths = procfs.cgroup_paths(hybrid)
+    assert paths == {"pids": "/nslab/default/sb1", "cpu": "/nslab/default/sb1/child",
+                     "cpuacct": "/nslab/default/sb1/child", "": "/system.slice/x.service"}
+    assert procfs.cpu_cgroup(paths) == "/nslab/default/sb1/child"
+    assert procfs.relative(procfs.cpu_cgroup(paths), "nslab/default/sb1") == "/child"
+    assert procfs.relative("/nslab/default/sb1", "nslab/default/sb1") == "/"
+    assert procfs.relative("/nslab/default/sb10", "nslab/default/sb1") == "/nslab/default/sb10"
+    v2 = procfs.cgroup_paths("0::/nslab/default/sb1/init\n")
+    assert v2 == {"": "/nslab/default/sb1/init"}
+    assert procfs.cpu_cgroup(v2) == "/nslab/default/sb1/init"
+    assert procfs.cpu_cgroup({}) is None
 
 
 def test_v1_layout_from_co_mounted_hierarchies():
@@ -168,7 +187,8 @@ def test_v1_layout_from_co_mounted_hierarchies():
     m = CgroupsV1.from_mounts(Path("/sys/fs/cgroup"), mounts)
     assert m.mounts_inside() == [("cpu,cpuacct", "cgroup", "cpu,cpuacct"),
                                  ("memory", "cgroup", "memory")]
-    assert m.mount_links_inside() == [("cpu", "cpu,cpuacct"), ("cpuacct", "cpu,cpuacct")]
+    # The sandbox also gets a link per co-mounted controller ("cpu" -> "cpu,cpuacct"):
+    # test_isolation.py's test_co_mounted_cgroup_controllers_have_a_link_each.
     assert m.spawn_procs_files("a/b") == ["/sys/fs/cgroup/cpu,cpuacct/a/b/cgroup.procs",
                                           "/sys/fs/cgroup/memory/a/b/cgroup.procs"]
 
@@ -351,7 +371,7 @@ def test_sandbox_root_limits_children_but_not_itself(mgr, group, started):
     assert "ok" not in result["denied"], result
 
     # It sits in its own child now, still inside the group.
-    assert mgr.pid_cgroup(p.pid).endswith(f"/{group}/child")
+    assert procfs.process_facts(p.pid, group, OWNER)["cgroup"] == "/child"
     assert p.pid in mgr.procs(group)
     nodes = {n["path"]: n for n in mgr.tree(group)}
     assert nodes["/child"]["limits"]["cpus"] == 0.25
@@ -520,14 +540,14 @@ class FakeCgroup2(CgroupsV2):
              "pids": {"pids.max": "max\n", "pids.current": "0\n"},
              "io": {"io.weight": "default 100\n"}}
 
-    def __init__(self, root: Path, proc: Path, controllers="cpuset cpu io memory pids"):
+    def __init__(self, root: Path, controllers="cpuset cpu io memory pids"):
         root.mkdir()
         for name, text in {"cgroup.controllers": controllers + "\n",
                            "cgroup.subtree_control": "", "cgroup.procs": "1\n",
                            "cpuset.cpus.effective": "0-3\n", "cpu.stat": "usage_usec 0\n"
                            }.items():
             (root / name).write_text(text)
-        super().__init__(root, proc)
+        super().__init__(root)
         self.writes: list[tuple[str, str]] = []
 
     def _sys_mkdir(self, path):
@@ -586,10 +606,7 @@ class FakeCgroup2(CgroupsV2):
 def fake(tmp_path):
     """A FAKE cgroup2 tree in tmp_path (no real kernel); chown needs root."""
     assert os.geteuid() == 0, "the fake v2 tests chown files: run pytest as root"
-    proc = tmp_path / "proc"
-    (proc / "4242").mkdir(parents=True)
-    (proc / "4242" / "cgroup").write_text("0::/nslab/default/sb1/init\n")
-    return FakeCgroup2(tmp_path / "cg", proc)
+    return FakeCgroup2(tmp_path / "cg")
 
 
 def read(path: Path) -> str:
@@ -651,7 +668,6 @@ def test_fake_v2_finish_spawn_obeys_no_internal_process_rule(fake):
     assert order.index(f"{g}/init/cgroup.procs") < order.index(f"{g}/cgroup.subtree_control")
     # Controller files that appeared in init now belong to the sandbox's root too.
     assert (r / g / "init" / "cpu.max").stat().st_uid == OWNER
-    assert fake.pid_cgroup(4242) == f"/{g}/init"
     assert fake.procs(g) == [4242]
     nodes = {n["path"]: n for n in fake.tree(g)}
     assert set(nodes) == {"/", "/init"}
@@ -702,7 +718,7 @@ def test_fake_v2_refusals_name_cause_and_fix(fake, tmp_path):
         fake.create("nslab/sb", Limits(cpuset="5"), OWNER, OWNER)
     assert e.value.field == "cpuset" and not (r / "nslab").exists()
 
-    bare = FakeCgroup2(tmp_path / "bare", fake.proc, controllers="cpu pids")
+    bare = FakeCgroup2(tmp_path / "bare", controllers="cpu pids")
     with pytest.raises(HostUnsupported) as e:
         bare.check()
     assert "'memory'" in e.value.message and "'cpuset'" in e.value.message

@@ -19,6 +19,7 @@ import pytest
 
 from sandbox.client import _UnixConnection
 from sandbox.errors import Conflict, InvalidRequest, NotFound, TooLarge
+from sandbox.protocol import Reason
 
 pytestmark = pytest.mark.privileged
 
@@ -108,8 +109,10 @@ def test_proc_sys_and_cgroup_files_are_not_read_with_host_privileges(client, box
             client.read_file(sid, path)
         if isinstance(e.value, InvalidRequest):
             assert "filesystem" in e.value.message or "regular file" in e.value.message, path
-    with pytest.raises(InvalidRequest, match="filesystem"):
+            assert e.value.reason in (Reason.SPECIAL_FILESYSTEM, Reason.NOT_REGULAR_FILE), path
+    with pytest.raises(InvalidRequest, match="filesystem") as e:
         client.read_file(sid, "/proc/1/status")
+    assert e.value.reason == Reason.SPECIAL_FILESYSTEM
 
 
 def test_special_files_are_refused_without_hanging(client, box):
@@ -123,7 +126,7 @@ def test_special_files_are_refused_without_hanging(client, box):
             client.read_file(sid, path)
         assert time.monotonic() - t0 < 5, f"{path} took {time.monotonic() - t0:.1f} s"
         assert what in e.value.message and e.value.field == "path", e.value.message
-        assert e.value.status == 400
+        assert e.value.status == 400 and e.value.reason == Reason.NOT_REGULAR_FILE
 
 
 def test_a_unix_socket_is_not_a_regular_file(client, box):
@@ -140,7 +143,7 @@ def test_a_unix_socket_is_not_a_regular_file(client, box):
                 time.sleep(0.05)
                 continue
             except InvalidRequest as e:
-                assert "a socket" in e.message
+                assert "a socket" in e.message and e.reason == Reason.NOT_REGULAR_FILE
                 break
             raise AssertionError("a socket was read")
     finally:
@@ -196,8 +199,9 @@ def test_a_file_in_a_mount_namespace_the_learner_made_is_read_with_pid(client, b
         # pid 1 (the init) works too; host pids and pids nobody has are not in the sandbox.
         assert client.read_file(sid, "/etc/hostname", pid=1).strip() == box["hostname"].encode()
         for pid in (4_000_000, sleeper["host_pid"] if sleeper["host_pid"] > 1000 else 4_100_000):
-            with pytest.raises(NotFound, match="no process"):
+            with pytest.raises(NotFound, match="no process") as e:
                 client.read_file(sid, "/etc/hostname", pid=pid)
+            assert e.value.reason == Reason.NO_SUCH_PROCESS
     finally:
         client.request("DELETE", f"/exec/{session['id']}")
 
@@ -213,8 +217,9 @@ def test_a_pid_of_another_sandbox_is_not_followed(client, box, sandbox):
             time.sleep(0.05)
         mine = {q["pid"] for q in client.inspect(box["id"])["processes"]}
         if p["pid"] not in mine:
-            with pytest.raises(NotFound):
+            with pytest.raises(NotFound) as e:
                 client.read_file(box["id"], "/root/mine", pid=p["pid"])
+            assert e.value.reason == Reason.NO_SUCH_PROCESS
         assert client.read_file(sandbox["id"], "/root/mine", pid=p["pid"]) == b"other\n"
     finally:
         client.request("DELETE", f"/exec/{session['id']}")
@@ -222,12 +227,15 @@ def test_a_pid_of_another_sandbox_is_not_followed(client, box, sandbox):
 
 def test_a_stopped_sandbox_is_a_conflict_and_unknown_ones_not_found(client, sandbox):
     client.stop(sandbox["id"])
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict) as e:
         client.read_file(sandbox["id"], "/etc/hostname")
-    with pytest.raises(Conflict):
+    assert e.value.reason == Reason.NOT_RUNNING
+    with pytest.raises(Conflict) as e:
         client.list_dir(sandbox["id"], "/root")
-    with pytest.raises(NotFound):
+    assert e.value.reason == Reason.NOT_RUNNING
+    with pytest.raises(NotFound) as e:
         client.read_file("0123456789ab", "/etc/hostname")
+    assert e.value.reason == Reason.NO_SUCH_SANDBOX
 
 
 # ------------------------------------------------------------------ listing
@@ -246,12 +254,15 @@ def test_list_dir(client, box):
     # A symlinked directory is followed inside the sandbox, like a path.
     sh(client, sid, "ln -sfn /root/ls /root/ls-link")
     assert client.list_dir(sid, "/root/ls-link") == entries
-    with pytest.raises(InvalidRequest, match="not a directory"):
+    with pytest.raises(InvalidRequest, match="not a directory") as e:
         client.list_dir(sid, "/root/ls/b.txt")
-    with pytest.raises(NotFound):
+    assert e.value.reason == Reason.NOT_DIRECTORY
+    with pytest.raises(NotFound) as e:
         client.list_dir(sid, "/root/nope")
-    with pytest.raises(InvalidRequest, match="filesystem"):
+    assert e.value.reason == Reason.NO_SUCH_FILE
+    with pytest.raises(InvalidRequest, match="filesystem") as e:
         client.list_dir(sid, "/proc")
+    assert e.value.reason == Reason.SPECIAL_FILESYSTEM
 
 
 def test_list_dir_gives_the_first_1000_by_name(client, box):

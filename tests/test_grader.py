@@ -9,25 +9,33 @@ from pathlib import Path
 
 import pytest
 
-from nslab.grader import Fail, SandboxView, grade, parents
-from nslab.labformat import load_lab
+from nslab.labkit.check import SandboxView, parents
+from nslab.labkit.grade import grade
+from nslab.labkit.loader import load_lab
 from sandbox.client import DaemonUnavailable
+
+def process(pid: int, host_pid: int, comm: str, cgroups: dict, uts: int) -> dict:
+    """A `protocol.ProcessFacts` as the engine builds it (every key is always there)."""
+    return {"host_pid": host_pid, "pid": pid, "nspids": [host_pid, pid], "ppid": 99,
+            "comm": comm, "cmdline": [comm] + (["-P"] if pid == 1 else []),
+            "host_uid": 100000, "uid": 0, "state": "S",
+            "namespaces": {"uts": uts, "net": 21}, "cgroup": cgroups["cpu"],
+            "cgroups": cgroups, "cpu_ns": 0, "cpus_allowed": "0-1"}
+
 
 FACTS = {
     "cgroup_version": 1, "hostname": "sb-1",
     "processes": [
-        {"pid": 1, "host_pid": 100, "comm": "catatonit", "cmdline": ["catatonit", "-P"],
-         "namespaces": {"uts": 11, "net": 21}, "cgroups": {"cpu": "/", "memory": "/"},
-         "cpu_ns": 0},
-        {"pid": 7, "host_pid": 107, "comm": "stress-ng-cpu", "cmdline": ["stress-ng-cpu"],
-         "namespaces": {"uts": 12, "net": 21}, "cgroups": {"cpu": "/a/b", "memory": "/"},
-         "cpu_ns": 0},
+        process(1, 100, "catatonit", {"cpu": "/", "memory": "/"}, uts=11),
+        process(7, 107, "stress-ng-cpu", {"cpu": "/a/b", "memory": "/"}, uts=12),
     ],
     "cgroups": [
-        {"path": "/", "limits": {"cpus": 2.0, "memory_max": 512 << 20}, "usage": {}},
-        {"path": "/a", "limits": {"cpus": 0.5}, "usage": {}},
+        {"path": "/", "limits": {"cpus": 2.0, "memory_max": 512 << 20}, "usage": {},
+         "procs": [100]},
+        {"path": "/a", "limits": {"cpus": 0.5}, "usage": {}, "procs": []},
         {"path": "/a/b", "limits": {"cpus": 1.0, "cpu_quota_us": 100000,
-                                    "cpu_period_us": 100000}, "usage": {"frozen": True}},
+                                    "cpu_period_us": 100000}, "usage": {"frozen": True},
+         "procs": [107]},
     ],
     "uts_namespaces": [{"inode": 11, "hostname": "sb-1"}, {"inode": 12, "hostname": "zebra"}],
 }
@@ -76,11 +84,11 @@ def run(lab, ex="task", answer=None, client=None):
 
 
 def test_passed_failed_and_partial_credit(tmp_path):
-    lab = lab_with(tmp_path, "from nslab.grader import Fail\n"
+    lab = lab_with(tmp_path, "from nslab.labkit.check import Fail\n"
                              "def task(sb, params):\n    return 'well done'\n")
     r = run(lab)
     assert (r.passed, r.feedback, r.points, r.max_points) == (True, "well done", 4, 4)
-    lab = lab_with(tmp_path, "from nslab.grader import Fail\n"
+    lab = lab_with(tmp_path, "from nslab.labkit.check import Fail\n"
                              "def task(sb, params):\n    raise Fail('half there', points=2)\n")
     r = run(lab)
     assert (r.passed, r.feedback, r.points) == (False, "half there", 2)

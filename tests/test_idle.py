@@ -1,4 +1,4 @@
-"""Idle stop (webapp/idle.py) with a real sandboxd and a short timeout: the page is warned,
+"""Idle stop (webapp/sandboxes/idle.py) with a real sandboxd and a short timeout: the page is warned,
 then the sandbox stops; activity postpones it; opening the lab again brings it back with
 /root kept."""
 
@@ -35,7 +35,7 @@ def idle_app(tmp_path, webapp_schema, sandboxd, client):
     app.config["TEST_COURSE"] = course
     before = {b["id"] for b in client.list()}
     yield app
-    app.extensions["nslab_idle"].stop()
+    app.extensions["nslab.idle"].stop()
     for b in client.list():
         if b["id"] not in before:
             client.destroy(b["id"], purge=True)
@@ -207,7 +207,7 @@ def test_the_sweeper_is_off_unless_asked(tmp_path, webapp_schema):
     app = create_app(TestConfig(tmp_path))
     try:
         app.test_client().get("/login")
-        assert app.extensions["nslab_idle"]._thread is None
+        assert not app.extensions["nslab.idle"].running
     finally:
         with app.app_context():
             db.engine.dispose()

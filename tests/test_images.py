@@ -19,6 +19,7 @@ import pytest
 from sandbox import images as im
 from sandbox.config import HostConfig
 from sandbox.errors import InvalidRequest, NotFound
+from sandbox.protocol import Reason
 
 
 def require_root():
@@ -195,7 +196,7 @@ def test_get_and_list(store):
     assert host.size_bytes > 0
     with pytest.raises(NotFound) as info:
         store.get("nope")
-    assert "host" in info.value.message
+    assert "host" in info.value.message and info.value.reason == Reason.NO_SUCH_IMAGE
     for bad in ("../host", "", "a/b", "Host"):
         with pytest.raises(InvalidRequest):
             store.get(bad)

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from sandbox.cgroups import detect
+
 pytestmark = pytest.mark.privileged
 
 CONNECT_TIMEOUT = 1.0  # seconds; a connect that takes longer counts as blocked
@@ -430,6 +432,25 @@ def test_cannot_change_own_cgroup_limits(client, box, controller, name, value):
     r = sh(client, box["id"], f"echo {value} > {inside}")
     assert r["exit_code"] != 0, f"root inside wrote its own limit {inside}"
     assert host.read_text() == before, f"the sandbox changed its limit {host}"
+
+
+def test_co_mounted_cgroup_controllers_have_a_link_each(client, box):
+    """Each v1 controller is at /sys/fs/cgroup/<controller> inside, as on the host: a
+    hierarchy of co-mounted controllers ("cpu,cpuacct") is one mount with a symbolic link
+    per controller ("cpu" -> "cpu,cpuacct"); v2 is one mount, no links. (The development
+    machines mount each v1 controller apart, so there they show no link.)"""
+    links, controllers = {}, set()
+    for subdir, _fstype, data in detect().mounts_inside():
+        controllers.update(c for c in data.split(",") if c)
+        if "," in subdir:
+            links.update({part: subdir for part in subdir.split(",")})
+    out = ok(client, box["id"], "cd /sys/fs/cgroup && for l in $(find . -maxdepth 1 -type l); "
+                                "do echo \"${l#./} $(readlink $l)\"; done")
+    assert dict(line.split() for line in out.splitlines()) == links
+    if controllers:
+        dirs = ok(client, box["id"], "cd /sys/fs/cgroup && for c in " + " ".join(sorted(controllers))
+                  + "; do test -d $c/ && echo $c; done")
+        assert set(dirs.split()) == controllers
 
 
 def test_no_cgroup_release_agent_is_reachable(sandbox, client):

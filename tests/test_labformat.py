@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from nslab.labformat import draw_params, expand, load_lab, split_at_exercises
+from nslab.labkit.loader import load_lab
+from nslab.labkit.params import draw_params, expand, split_at_exercises
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "labs" / "example"

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from nslab.labformat import load_lab
-from nslab.labtest import default_labs_dir, replay_lab
+from nslab.labkit.catalog import default_labs_dir
+from nslab.labkit.loader import load_lab
+from nslab.labkit.replay import replay_lab
 
 pytestmark = pytest.mark.privileged
 

@@ -26,7 +26,9 @@ import pytest
 
 from sandbox.config import UID_BASE, UID_BLOCK, UID_BLOCKS, HostConfig
 from sandbox.errors import CapacityExhausted, Conflict, InvalidRequest, NotFound
-from sandbox.network import Network, in_netns
+from sandbox.network import Network
+from sandbox.nsenter import in_netns
+from sandbox.protocol import Reason
 
 TIMEOUT = 1.0  # seconds a connect or ping may take before it counts as blocked
 MAPPED_UID = UID_BASE + UID_BLOCK * (UID_BLOCKS - 1)  # root inside -> an unused host block
@@ -212,7 +214,7 @@ def test_attach_gives_the_netns_eth0_address_and_default_route(network, make_net
     assert info.veth == f"{network.veth_prefix}sbx0001aa"
     assert (info.address, info.prefixlen, info.gateway) == (
         str(address), network.network.prefixlen, str(network.gateway))
-    assert info.to_json()["mac"] == info.mac
+    assert info.mac is not None  # and eth0 has it (below)
 
     inside = {link["ifname"]: link for link in ip_json(pid, "addr")}
     eth0 = inside["eth0"]
@@ -481,8 +483,9 @@ def test_failed_attach_leaves_nothing_behind(network, make_netns):
         network.attach("bad/id", make_netns(), second)
     dead = make_netns()
     make_netns.kill(dead)
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound) as e:
         network.attach("sbxfail05", dead, second)
+    assert e.value.reason == Reason.NO_SUCH_PROCESS
 
     assert network.veths() == [f"{network.veth_prefix}sbxfail01"]
     assert str(second) not in [n["dst"] for n in host_neighbours(network)]

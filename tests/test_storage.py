@@ -22,6 +22,7 @@ from sandbox import libc
 from sandbox import storage as st
 from sandbox.config import HostConfig
 from sandbox.errors import Conflict, InvalidRequest, NotFound
+from sandbox.protocol import Reason
 
 pytestmark = pytest.mark.privileged
 
@@ -113,8 +114,9 @@ def test_write_beyond_quota_fails_with_edquot(storage):
 def test_create_existing_is_a_conflict(storage):
     name = unique("c")
     storage.create_volume("sandboxes", name, None)
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict) as e:
         storage.create_volume("sandboxes", name, MiB)
+    assert e.value.reason == Reason.ALREADY_EXISTS
 
 
 def test_per_call_times(storage):

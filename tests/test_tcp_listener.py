@@ -10,6 +10,7 @@ import pytest
 from conftest import Daemon, free_subnet, leftovers
 from sandbox.client import Client
 from sandbox.config import HostConfig
+from sandbox.protocol import Reason
 
 pytestmark = pytest.mark.privileged
 
@@ -42,6 +43,7 @@ def test_tcp_requires_the_bearer_token(tcp_daemon):
         with pytest.raises(Exception) as e:
             Client(url=f"http://127.0.0.1:{port}", token=bad).list()
         assert getattr(e.value, "status", None) == 401
+        assert getattr(e.value, "reason", None) == Reason.UNAUTHORIZED
     good = Client(url=f"http://127.0.0.1:{port}", token=token)
     sb = good.create(memory="64m", disk="32m")
     try:

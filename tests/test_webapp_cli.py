@@ -189,14 +189,14 @@ def test_gunicorn_worker_freezes_the_startup_heap(monkeypatch):
     import contextlib
     import gc
 
-    from nslab import cli
+    from nslab.cli import build_parser, web
     from webapp import gunicorn_conf
 
     execs = []
-    monkeypatch.setattr(cli.os, "geteuid", lambda: 1000)
-    monkeypatch.setattr(cli, "_webapp", contextlib.nullcontext)
-    monkeypatch.setattr(cli.os, "execv", lambda path, argv: execs.append(argv))
-    cli.cmd_serve(cli.build_parser().parse_args(["serve", "--port", "8123"]))
+    monkeypatch.setattr(web.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(web, "_webapp", contextlib.nullcontext)
+    monkeypatch.setattr(web.os, "execv", lambda path, argv: execs.append(argv))
+    web.cmd_serve(build_parser().parse_args(["serve", "--port", "8123"]))
     argv = execs[0]
     assert argv[argv.index("--config") + 1] == "python:webapp.gunicorn_conf"
     gc.unfreeze()

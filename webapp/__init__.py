@@ -1,4 +1,5 @@
-"""nslab's web app: accounts, courses, lessons; the terminal relay joins through `socketio`.
+"""nslab's web app: accounts, courses, lessons, grades, and learners' sandboxes with their
+terminals (`webapp.sandboxes`, `webapp.terminal`).
 
 Run it with gunicorn (one worker, threads: Socket.IO sessions live in one process):
 `gunicorn -w 1 --threads 256 'webapp:create_app()'`.
@@ -13,8 +14,13 @@ from pathlib import Path
 
 from flask import Flask
 from sqlalchemy import event
+from werkzeug.middleware.proxy_fix import ProxyFix
 
+from . import models  # noqa: F401 - the tables must be known before migrate/metadata use
+from . import (auth, courses, dashboard, errors, files, gradebook, health, lab_api, labs,
+               progress, sandboxes)
 from .config import ROOT, Config
+from .extensions import csrf, db, login_manager, migrate, socketio
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -36,13 +42,8 @@ def create_app(config: Config | Mapping | None = None) -> Flask:
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = load_secret_key(instance / "secret_key")
     if app.config.get("PROXIES"):
-        from werkzeug.middleware.proxy_fix import ProxyFix
-
         n = app.config["PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
-
-    from . import models  # noqa: F401 - the tables must be known before migrate/metadata use
-    from .extensions import csrf, db, login_manager, migrate, socketio
 
     db.init_app(app)
     with app.app_context():
@@ -53,24 +54,21 @@ def create_app(config: Config | Mapping | None = None) -> Flask:
     login_manager.init_app(app)
     socketio.init_app(app, async_mode="threading")
 
-    from . import api, auth, courses, dashboard, errors, files, grading, labs
-
     app.register_blueprint(auth.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(courses.bp)
     app.register_blueprint(labs.bp)
     app.register_blueprint(files.bp)
-    app.register_blueprint(api.bp)
-    app.register_blueprint(grading.bp)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(lab_api.bp)
+    app.register_blueprint(gradebook.bp)
     errors.register(app)
 
-    from . import idle, sandboxes
-
-    idle.init_app(app)  # the idle sweeper, started with the first request served
-
-    # One namespace object serves every app made in this process (it reads current_app).
-    if not any(ns.namespace == "/terminal" for ns in socketio.namespace_handlers):
-        sandboxes.register(socketio)
+    progress.init_app(app)  # one check at a time per learner
+    # The daemon's client, the activity tracker, the idle sweeper (started with the first
+    # request served) and the /terminal namespace. After socketio.init_app: the namespace
+    # goes onto this app's socket.io server, replacing the previous app's in this process.
+    sandboxes.init_app(app, socketio)
 
     @app.after_request
     def security_headers(response):

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
-from functools import wraps
+from functools import cache, wraps
 from urllib.parse import urlsplit
 
 from flask import (Blueprint, abort, current_app, flash, jsonify, redirect, render_template,
@@ -18,7 +17,7 @@ from wtforms.validators import EqualTo, InputRequired, Length
 
 from . import services
 from .extensions import db, login_manager
-from .models import Course, LoginFailure, Role, User, normalize_username, utcnow
+from .models import Course, LoginFailure, Role, User, as_utc, normalize_username, utcnow
 
 bp = Blueprint("auth", __name__)
 
@@ -176,25 +175,19 @@ def _seconds_until_allowed(name: str, address: str) -> float:
     db.session.commit()
     if len(recent) < limit:
         return 0
-    oldest = _aware(recent[-1])
+    oldest = as_utc(recent[-1])
     return max(1.0, (oldest + window - now).total_seconds())
 
 
-def _aware(at: datetime) -> datetime:
-    # SQLite gives back naive datetimes; everything stored is UTC.
-    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
-
-
-_dummy_hashes: dict[str, str] = {}
+@cache
+def _dummy_hash(method: str) -> str:
+    return generate_password_hash("nslab-unknown-user", method=method)
 
 
 def _password_matches(user: User | None, password: str) -> bool:
     if user is None:
         # Hash anyway, so the answer for an unknown name takes as long as for a wrong password.
-        method = current_app.config["PASSWORD_HASH_METHOD"]
-        if method not in _dummy_hashes:
-            _dummy_hashes[method] = generate_password_hash("nslab-unknown-user", method=method)
-        check_password_hash(_dummy_hashes[method], password)
+        check_password_hash(_dummy_hash(current_app.config["PASSWORD_HASH_METHOD"]), password)
         return False
     return user.check_password(password)
 

@@ -11,7 +11,10 @@ from sqlalchemy import func, select
 from wtforms import StringField
 from wtforms.validators import InputRequired, Length
 
-from . import services
+from nslab.labkit.catalog import lab_ids
+from nslab.labkit.model import LAB_ID_RE
+
+from . import labstore, services
 from .auth import role_required
 from .extensions import db
 from .models import Course, ExerciseProgress, Role, SandboxAssignment
@@ -110,9 +113,7 @@ def show(course_id: int):
 
 def lab_card(lab_id: str) -> dict:
     """What a course page shows of a lab: its title and points, or that it is broken."""
-    from . import progress
-
-    lab = progress.load(lab_id)
+    lab = labstore.load(lab_id)
     if lab is None:
         return {"title": lab_id, "summary": "", "max_points": 0, "ok": True, "errors": 0,
                 "minutes": None}
@@ -142,8 +143,6 @@ def add_lab(course_id: int):
 
 
 def _require_lab_folder(lab_id: str) -> None:
-    from nslab.labformat import LAB_ID_RE, lab_ids
-
     wanted = lab_id.strip().lower()
     if not LAB_ID_RE.match(wanted):
         return  # services.add_lab says what a lab id looks like

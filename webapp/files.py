@@ -32,7 +32,7 @@ from flask_login import current_user, login_required
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from sandbox.errors import NotFound, SandboxError, TooLarge
+from sandbox.errors import Conflict, NotFound, SandboxError, TooLarge
 
 from . import sandboxes
 from .courses import course_for_member
@@ -135,11 +135,10 @@ def _fail(e: SandboxError, path: str | None = None):
         abort(413, description=f"{path or 'The file'} is larger than "
               f"{_size(current_app.config['DOWNLOAD_MAX'])}, the most a download may be. "
               "Compress or split it in the terminal first.")
-    status = getattr(e, "status", 500)
-    if status == 409:
+    if isinstance(e, Conflict):
         abort(409, description=f"The sandbox is not running ({e.message}). The learner's "
               "next visit to the lab starts it.")
-    abort(status if 400 <= status < 600 else 502, description=e.message)
+    abort(e.status if 400 <= e.status < 600 else 502, description=e.message)
 
 
 # ---------------------------------------------------------------- routes
@@ -252,8 +251,11 @@ def _write(sid: str, folder: str, path: str, data: bytes, overwrite: bool) -> No
         ok = r["exit_code"] == 0
     if not ok:
         run(_ABANDON, tmp)
-        err = (r.get("stderr") or "").strip().splitlines()
-        reason = err[-1] if err else f"exit code {r['exit_code']}"
-        if "quota" in reason.lower() or "no space" in reason.lower():
+        # What the shell's command printed last (base64, mv): the only word there is of
+        # why a write inside the sandbox failed; it is the command's output, not an error
+        # of the daemon's.
+        said = (r.get("stderr") or "").strip().splitlines()
+        last_line = said[-1] if said else f"exit code {r['exit_code']}"
+        if "quota" in last_line.lower() or "no space" in last_line.lower():
             abort(507, description=f"The sandbox's disk is full; {path} was not written.")
-        abort(502, description=f"{path} could not be written: {reason}")
+        abort(502, description=f"{path} could not be written: {last_line}")

@@ -5,7 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 
-from . import progress
+from sandbox.errors import SandboxError
+
+from . import labstore, progress, sandboxes
 from .courses import course_for_member
 from .extensions import db
 from .lesson import lesson_steps, load_lesson
@@ -26,7 +28,7 @@ def show(course_id: int, lab_id: str):
                   course.labs[position + 1] if position + 1 < len(course.labs) else None)
     common = dict(course=course, lab=lab, previous=neighbours[0], next=neighbours[1],
                   shadowing=shadowing)
-    structured = progress.load(lab.lab_id)
+    structured = labstore.load(lab.lab_id)
     if structured is None:  # a folder with a plain lesson.md (or nothing yet)
         lesson = load_lesson(current_app.config["LABS_DIR"], lab.lab_id)
         return render_template("labs/lab.html", lesson=lesson, title=lesson.title, **common)
@@ -37,7 +39,7 @@ def show(course_id: int, lab_id: str):
         params = {name: f"⟨{name}⟩" for name in structured.params}
         rows, last = {}, {}
     else:
-        params = progress.params_for(current_user, course, structured)
+        params = labstore.params_for(current_user, course, structured)
         db.session.commit()
         rows = progress.progress_rows(current_user.id, course.id, structured.id)
         last = progress.last_attempts(current_user.id, course.id, structured.id)
@@ -51,10 +53,6 @@ def show(course_id: int, lab_id: str):
 @login_required
 def reset(course_id: int, lab_id: str):
     """Start the lab over in a fresh sandbox (the page asks for confirmation first)."""
-    from sandbox.errors import SandboxError
-
-    from . import sandboxes
-
     course = course_for_member(course_id)
     if course.lab(lab_id) is None:
         abort(404, description="This course has no such lab.")

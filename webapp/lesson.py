@@ -16,7 +16,10 @@ from markdown_it import MarkdownIt
 from markdown_it.common.utils import escapeHtml
 from markupsafe import Markup
 
-from .models import LAB_ID_RE
+from nslab.labkit.model import LAB_ID_RE, Lab
+from nslab.labkit.params import expand, split_at_exercises
+
+from .progress import step_states
 
 # Fences whose text is meant to be typed at a shell prompt.
 RUNNABLE = {"", "sh", "bash", "shell", "console", "terminal", "zsh"}
@@ -129,14 +132,10 @@ class StepView:
     parts: list  # Markup (lesson text) or ExerciseView, in reading order
 
 
-def lesson_steps(lab, params: dict, rows: dict, last: dict, *, all_open: bool = False
+def lesson_steps(lab: Lab, params: dict, rows: dict, last: dict, *, all_open: bool = False
                  ) -> list[StepView]:
-    """The steps of a lab (nslab.labformat.Lab) for one learner: their values filled in,
-    each exercise with its status, open hints and last feedback; locked steps marked."""
-    from nslab.labformat import expand, split_at_exercises
-
-    from .progress import step_states
-
+    """The steps of a lab for one learner: their values filled in, each exercise with its
+    status, open hints and last feedback; locked steps marked."""
     states = {s.id: s for s in step_states(lab, rows)}
     out = []
     for number, step in enumerate(lab.steps, 1):

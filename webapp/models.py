@@ -14,8 +14,6 @@ from sqlalchemy import (JSON, Boolean, DateTime, Enum, ForeignKey, Index, Intege
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from nslab.labformat import LAB_ID_RE  # noqa: F401 - the one definition; services use it
-
 from .extensions import db
 
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,31}$")
@@ -26,6 +24,12 @@ JOIN_CODE_RE = re.compile(rf"^[{JOIN_LETTERS}]{{4}}-[0-9]{{4}}$")
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def as_utc(at: datetime) -> datetime:
+    """A datetime read back from the database, made aware: SQLite gives back naive
+    datetimes, and everything stored is UTC."""
+    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
 
 
 def _enum(cls: type[enum.Enum]) -> Enum:

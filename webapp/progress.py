@@ -1,25 +1,30 @@
-"""A learner's progress through a lab: drawn values, hints, attempts, statuses, unlocking.
+"""A learner's progress through a lab: hints, attempts, statuses, unlocking.
 
-The grading itself is `nslab.grader.grade`; this module stores what came out and decides
-what a learner may see and do next. Views (webapp/grading.py) stay thin on top of it.
+The grading itself is `nslab.labkit.grade.grade`; this module stores what came out and
+decides what a learner may see and do next. Views (webapp/lab_api.py) stay thin on top
+of it. The lab and the learner's drawn values come from `labstore`.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from flask import current_app
+from flask import Flask, current_app
 from sqlalchemy import select
 
-from nslab import labformat
-from nslab.grader import Result, grade
-from nslab.labformat import Exercise, Lab
+from nslab.labkit.grade import Result, grade
+from nslab.labkit.model import Exercise, Lab
+from nslab.labkit.params import PLACEHOLDER_RE, expand
 
-from . import sandboxes
+from . import labstore, sandboxes
 from .extensions import db
-from .models import (Attempt, Course, ExerciseProgress, LearnerLab, SandboxAssignment,
-                     SandboxState, User, utcnow)
+from .models import (Attempt, Course, ExerciseProgress, SandboxAssignment, SandboxState, User,
+                     utcnow)
+
+CHECKS = "nslab.checks"  # app.extensions[CHECKS]: the app's RunningChecks
 
 
 class ProgressError(Exception):
@@ -31,41 +36,43 @@ class ProgressError(Exception):
         self.status = status
 
 
-def load(lab_id: str) -> Lab | None:
-    """The lab from the labs folder (None: no such folder, or a folder without lab.yaml —
-    a plain lesson, see webapp/lesson.py)."""
-    folder_lab = labformat.lab(current_app.config["LABS_DIR"], lab_id)
-    if folder_lab is None or not (folder_lab.path / "lab.yaml").is_file():
-        return None
-    return folder_lab
+class RunningChecks:
+    """The learners whose check is running: one at a time per learner, since a check may
+    measure for a second or more, and a learner hammering the button must not fill the
+    web process's threads."""
+
+    def __init__(self):
+        self._users: set[int] = set()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def one_for(self, user_id: int) -> Iterator[None]:
+        """Hold the learner's one check; ProgressError (429) if one of theirs runs."""
+        with self._lock:
+            if user_id in self._users:
+                raise ProgressError("a check of yours is still running; wait for its result",
+                                    429)
+            self._users.add(user_id)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users.discard(user_id)
+
+
+def init_app(app: Flask) -> None:
+    app.extensions[CHECKS] = RunningChecks()
 
 
 def usable(lab_id: str) -> Lab:
     """The lab, or ProgressError if it is missing or broken (details go to instructors)."""
-    lab = load(lab_id)
+    lab = labstore.load(lab_id)
     if lab is None:
         raise ProgressError(f"there is no lab {lab_id!r}", 404)
     if lab.errors:
         raise ProgressError(f"the lab {lab_id!r} is unavailable: it has errors its author "
                             "must fix", 503)
     return lab
-
-
-def params_for(user: User, course: Course, lab: Lab, *, create: bool = True) -> dict:
-    """This learner's drawn values for the lab, drawn and stored on first use."""
-    row = db.session.execute(select(LearnerLab).filter_by(
-        user_id=user.id, course_id=course.id, lab_id=lab.id)).scalar_one_or_none()
-    if row is None:
-        if not create:
-            return {}
-        row = LearnerLab(user_id=user.id, course_id=course.id, lab_id=lab.id,
-                         params=labformat.draw_params(lab.params))
-        db.session.add(row)
-        db.session.flush()
-    missing = {k: v for k, v in lab.params.items() if k not in row.params}
-    if missing:  # the author added a param after this learner started
-        row.params = {**row.params, **labformat.draw_params(missing)}
-    return dict(row.params)
 
 
 def progress_rows(user_id: int, course_id: int, lab_id: str) -> dict[str, ExerciseProgress]:
@@ -124,15 +131,9 @@ def reveal_hint(user: User, course: Course, lab: Lab, ex: Exercise) -> tuple[int
     if row.hints_used >= len(ex.hints):
         raise ProgressError("every hint of this exercise is open already", 409)
     row.hints_used += 1
-    params = params_for(user, course, lab)
+    params = labstore.params_for(user, course, lab)
     db.session.commit()
-    return row.hints_used, labformat.expand(ex.hints[row.hints_used - 1], params)
-
-
-# One check at a time per learner: a check may measure for a second or more, and a learner
-# hammering the button must not fill the web process's threads.
-_running: set[int] = set()
-_running_lock = threading.Lock()
+    return row.hints_used, expand(ex.hints[row.hints_used - 1], params)
 
 
 def check(user: User, course: Course, lab: Lab, ex: Exercise, answer: str | None,
@@ -144,22 +145,15 @@ def check(user: User, course: Course, lab: Lab, ex: Exercise, answer: str | None
                             "it first", 409)
     if ex.quiz is not None and answer is not None and len(answer) > 500:
         raise ProgressError("an answer is at most 500 characters", 400)
-    params = params_for(user, course, lab)
+    params = labstore.params_for(user, course, lab)
     assignment = db.session.execute(select(SandboxAssignment).filter_by(
         user_id=user.id, course_id=course.id, lab_id=lab.id)).scalar_one_or_none()
     sandbox_id = assignment.sandbox_id if assignment and \
         assignment.state == SandboxState.RUNNING else None
     db.session.commit()  # nothing is held open while the check runs
-    with _running_lock:
-        if user.id in _running:
-            raise ProgressError("a check of yours is still running; wait for its result", 429)
-        _running.add(user.id)
-    try:
+    with current_app.extensions[CHECKS].one_for(user.id):
         result = grade(lab, ex, client=client, sandbox_id=sandbox_id, params=params,
                        answer=answer)
-    finally:
-        with _running_lock:
-            _running.discard(user.id)
     row = _row(user, course, lab, ex)
     now = utcnow()
     row.attempts += 1
@@ -203,7 +197,7 @@ def summary(lab: Lab, params: dict, rows: dict[str, ExerciseProgress]) -> dict:
 
 def _placeholders(ex: Exercise) -> list[str]:
     return [m.group(1) for t in (ex.text, *ex.hints)
-            for m in labformat.PLACEHOLDER_RE.finditer(t or "")]
+            for m in PLACEHOLDER_RE.finditer(t or "")]
 
 
 def last_attempts(user_id: int, course_id: int, lab_id: str) -> dict[str, Attempt]:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
+from nslab.labkit.model import LAB_ID_RE
+
 from .extensions import db
-from .models import (LAB_ID_RE, USERNAME_RE, Course, CourseLab, Enrollment, Role, User,
-                     new_join_code, normalize_username)
+from .models import (USERNAME_RE, Course, CourseLab, Enrollment, Role, User, new_join_code,
+                     normalize_username)
 
 MIN_PASSWORD = 8
 

@@ -1,6 +1,6 @@
 """Checks of the example lab (docs/authoring.md)."""
 
-from nslab.grader import Fail
+from nslab.labkit.check import Fail
 
 
 def make_file(sb, params):

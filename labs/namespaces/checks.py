@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import re
 
-from nslab.grader import Fail
+from nslab.labkit.check import Fail
 from sandbox.errors import InvalidRequest, NotFound
+from sandbox.protocol import Reason
 
 TYPES = ("cgroup", "ipc", "mnt", "net", "pid", "user", "uts")
 ALIASES = {"mount": "mnt", "mounts": "mnt", "ns": "mnt", "newns": "mnt", "network": "net",
@@ -133,11 +134,13 @@ def _proc_entry(sb, pid: int, n: int) -> str:
     except FileNotFoundError:
         return "absent"
     except NotFound as e:
-        if "no such file" in e.message:
+        if e.reason == Reason.NO_SUCH_FILE:
             return "absent"
         raise
     except InvalidRequest as e:
-        return "proc" if "proc filesystem" in e.message else "plain"
+        # sandboxd serves only files of data filesystems; /proc/N/status on a special one
+        # (nothing but proc has that path) is a proc entry. Any other refusal: not proc.
+        return "proc" if e.reason == Reason.SPECIAL_FILESYSTEM else "plain"
 
 
 def pid_ns(sb, params):
@@ -265,7 +268,7 @@ def net_veth(sb, params):
                    "(the sandbox's end of the veth pair).")
     problem = _link_problem(ifc, addr, a, "the sandbox's end")
     if problem:
-        if ifc["up"] and ifc.get("kind") == "veth":
+        if ifc["up"] and ifc["kind"] == "veth":
             problem += (" In red, run commands with `nsenter --net=/run/netns/red ...`: "
                         "`ip netns exec` cannot work in a container.")
         raise Fail(problem)
@@ -311,15 +314,15 @@ def net_veth(sb, params):
 
 def _link_problem(ifc, addr, ip, which) -> str | None:
     name = ifc["ifname"]
-    if ifc.get("kind") != "veth":
-        return f"{ip} is on {name}, which is a {ifc.get('kind') or 'loopback'} device, not a veth."
+    if ifc["kind"] != "veth":
+        return f"{ip} is on {name}, which is a {ifc['kind'] or 'loopback'} device, not a veth."
     if addr["prefixlen"] != 24:
         return f"{name} has {ip}/{addr['prefixlen']}; the task asks for {ip}/24."
     if not ifc["up"]:
         return f"{name} ({which}, {ip}) is down: `ip link set {name} up` in its namespace."
-    if ifc.get("operstate") != "UP":
+    if ifc["operstate"] != "UP":
         return (f"{name} ({which}, {ip}) is up but has no carrier (operstate "
-                f"{ifc.get('operstate')}): the other end of the pair is down. Bring it up too.")
+                f"{ifc['operstate']}): the other end of the pair is down. Bring it up too.")
     return None
 
 

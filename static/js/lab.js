@@ -1,4 +1,4 @@
-// Exercises on the lab page: Check and hint buttons against webapp/grading.py.
+// Exercises on the lab page: Check and hint buttons against webapp/lab_api.py.
 //
 // POSTs carry the page's CSRF token in X-CSRFToken (from <meta name="csrf-token">), the way
 // Flask-WTF expects it. A passed exercise that completes its step unlocks the next step in

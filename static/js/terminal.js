@@ -1,6 +1,6 @@
 /*
  * nslab's live terminal: xterm.js tabs on socket.io's /terminal namespace
- * (server side: webapp/terminal.py).
+ * (server side: webapp/terminal/).
  *
  * The page provides
  *   <div id="terminal" data-course="..." data-lab="..." [data-sandbox-id="..."]
@@ -20,7 +20,7 @@
  * out of order.
  * The exec ids of the open tabs live in sessionStorage, so a reload or a reconnect
  * reattaches to the same shells and gets their scrollback.
- * Idle stop (webapp/idle.py): `idle` {seconds_left} shows a banner above the terminal
+ * Idle stop (webapp/sandboxes/idle.py): `idle` {seconds_left} shows a banner above the terminal
  * (a key, or its "Keep working" button, keeps the sandbox; `idle` with seconds_left null
  * takes it away); `stopped` {reason: "idle"} says why the shells ended, and Enter in a
  * tab (or "Start it again") opens the lab's sandbox again, which starts it.

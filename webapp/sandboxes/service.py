@@ -3,55 +3,47 @@
 The web app holds only a `sandbox.client.Client`; every privileged step happens in
 sandboxd. A learner's home volume is named after the assignment, so it outlives a
 sandbox that was stopped or destroyed and comes back when the lab is opened again.
+
+What an app holds for its sandboxes lives on the app, under the keys below, made by
+`webapp.sandboxes.init_app`: the daemon's client, the activity tracker, and the
+`/terminal` namespace (the relays of the pages attached to each sandbox).
 """
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timezone
 
-from flask import current_app, has_app_context
+from flask import Flask, current_app
 
-from nslab.labformat import DEFAULT_SANDBOX
+from nslab.labkit.model import DEFAULT_SANDBOX
+from nslab.labkit.provision import run_setup
 from sandbox.client import Client
 from sandbox.errors import NotFound, SandboxError
 
-from .extensions import db
-from .models import Course, CourseLab, SandboxAssignment, SandboxState, User
+from .. import labstore
+from ..extensions import db
+from ..models import Course, SandboxAssignment, SandboxState, User
+from .activity import ActivityTracker
 
-# A sandbox for a lab folder without lab.yaml (a plain lesson).
-DEFAULT_LIMITS = DEFAULT_SANDBOX
-
-
-_last_socket: list = [None]
-
-# Activity per sandbox id (time.time()), noted in memory on every keystroke and written to
-# SandboxAssignment.last_active by the idle sweeper at most every IDLE_PERSIST_INTERVAL
-# (webapp/idle.py). One web process serves every page, so memory is the whole truth.
-_activity: dict[str, float] = {}
-# Sandboxes whose pages were warned that an idle stop is near; activity clears it.
-_warned: set[str] = set()
-# The /terminal namespace, for events to the pages of one sandbox (see register()).
-terminal_ns: list = [None]
+CLIENT = "nslab.sandboxd"      # app.extensions[CLIENT]: the sandbox.client.Client
+ACTIVITY = "nslab.activity"    # app.extensions[ACTIVITY]: the ActivityTracker
+TERMINAL = "nslab.terminal"    # app.extensions[TERMINAL]: the TerminalNamespace
 
 
 def client() -> Client:
-    """A client for this app's sandboxd. Terminal relay threads run outside any app
-    context; they get the socket the app last used (one sandboxd per web process)."""
-    if has_app_context():
-        _last_socket[0] = current_app.config.get("NSLAB_SOCKET")
-    return Client(_last_socket[0])
+    """This app's client of sandboxd."""
+    return current_app.extensions[CLIENT]
+
+
+def tracker() -> ActivityTracker:
+    """This app's activity tracker."""
+    return current_app.extensions[ACTIVITY]
 
 
 def touch_sandbox(sandbox_id: str | None) -> None:
-    """Note activity in a sandbox (a keystroke, a page opened, a file moved): its idle
-    stop starts counting again. Cheap, memory only; safe from any thread."""
-    if not sandbox_id:
-        return
-    _activity[sandbox_id] = time.time()
-    if sandbox_id in _warned:
-        _warned.discard(sandbox_id)
-        notify(sandbox_id, "idle", {"sandbox_id": sandbox_id, "seconds_left": None})
+    """Note activity in a sandbox (a page opened, a file moved): its idle stop starts
+    counting again. Cheap, memory only."""
+    tracker().touch(sandbox_id)
 
 
 def touch(user_id: int, course_id: int, lab_id: str) -> bool:
@@ -67,24 +59,13 @@ def touch(user_id: int, course_id: int, lab_id: str) -> bool:
     return True
 
 
-def last_activity(assignment: SandboxAssignment) -> float:
-    """When the sandbox last saw activity (epoch seconds): memory or database, the later."""
-    stored = assignment.last_active
-    if stored is None:
-        at = 0.0
-    else:
-        if stored.tzinfo is None:  # SQLite hands back naive datetimes; they are UTC
-            stored = stored.replace(tzinfo=timezone.utc)
-        at = stored.timestamp()
-    return max(at, _activity.get(assignment.sandbox_id or "", 0.0))
-
-
-def notify(sandbox_id: str, event: str, data: dict) -> None:
+def notify(sandbox_id: str, event: str, data: dict, *, app: Flask | None = None) -> None:
     """An event to every page attached to this sandbox's terminals (its learner's tabs,
-    a watching instructor)."""
-    ns = terminal_ns[0]
-    if ns is not None:
-        ns.to_sandbox(sandbox_id, event, data)
+    a watching instructor). `app` is for a caller outside any app context (a keystroke's
+    thread); others use the current app's."""
+    terminal = (app or current_app).extensions.get(TERMINAL)
+    if terminal is not None:
+        terminal.to_sandbox(sandbox_id, event, data)
 
 
 def _home_name(assignment: SandboxAssignment) -> str:
@@ -135,22 +116,29 @@ def sandbox_for(user: User, course_id, lab_id) -> str:
     return sid
 
 
+def find_for_terminal(user: User, course_id, lab_id) -> str:
+    """`sandbox_for` for the terminal's `open` by course and lab: a failure leaves no
+    half-made assignment in the session the socket.io handler goes on with."""
+    try:
+        return sandbox_for(user, course_id, lab_id)
+    except SandboxError:
+        db.session.rollback()
+        raise
+
+
 def _create(c: Client, user: User, course: Course, lab_id: str,
             assignment: SandboxAssignment) -> str:
     """A new sandbox with the lab's limits (over the defaults), its setup script run with
     this learner's drawn values; nothing is left behind if the setup fails."""
-    from nslab.labtest import run_setup
-
-    from . import progress
-
-    lab = progress.load(lab_id)
+    lab = labstore.load(lab_id)
     usable = lab is not None and lab.ok
-    limits = lab.sandbox_limits if usable else DEFAULT_LIMITS
+    # A lab folder without lab.yaml (a plain lesson) gets the default sandbox.
+    limits = lab.sandbox_limits if usable else DEFAULT_SANDBOX
     sb = c.create(**limits, home=_home_name(assignment),
                   labels={"user": user.username, "course": str(course.id), "lab": lab_id})
     if usable and lab.setup:
         try:
-            run_setup(c, sb["id"], lab, progress.params_for(user, course, lab))
+            run_setup(c, sb["id"], lab, labstore.params_for(user, course, lab))
         except SandboxError:
             c.destroy(sb["id"])
             raise
@@ -169,8 +157,7 @@ def reset(user: User, course_id, lab_id) -> bool:
         client().destroy(assignment.sandbox_id)
     except NotFound:
         pass
-    _activity.pop(assignment.sandbox_id, None)
-    _warned.discard(assignment.sandbox_id)
+    tracker().forget(assignment.sandbox_id)
     assignment.sandbox_id = None
     assignment.state = SandboxState.STOPPED
     db.session.commit()
@@ -188,17 +175,3 @@ def may_use(user: User, sandbox_id: str, mode: str) -> bool:
     if assignment.user_id == user.id:
         return True
     return mode == "read" and assignment.course.is_taught_by(user)
-
-
-def register(socketio) -> None:
-    from .terminal import register_terminal
-
-    def find(user, course, lab):
-        try:
-            return sandbox_for(user, course, lab)
-        except SandboxError:
-            db.session.rollback()
-            raise
-
-    terminal_ns[0] = register_terminal(socketio, get_client=client, authorize=may_use,
-                                       find_sandbox=find, on_activity=touch_sandbox)

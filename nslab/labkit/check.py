@@ -1,28 +1,21 @@
-"""Running a lab's checks against a learner's sandbox, from the host side.
+"""The author's API for checks (docs/authoring.md): what a check may look at and do.
 
-A check (docs/authoring.md) gets a `SandboxView`: the kernel's view of the sandbox as
-sandboxd reads it from the host (processes, namespaces, the cgroup tree with limits and
-usage, sockets, files resolved inside the sandbox's root) plus a way to run a command
-inside as the grader. Nothing a learner writes inside can change what the host reads from
-/proc and the cgroup filesystems, which is why checks should grade those facts.
-
-`grade()` runs one exercise's check with a deadline and turns every outcome (pass, Fail,
-a bug in the check, a timeout, the daemon being away) into a `Result` a learner can read.
+A check gets a `SandboxView`: the kernel's view of the sandbox as sandboxd reads it from
+the host (processes, namespaces, the cgroup tree with limits and usage, sockets, files
+resolved inside the sandbox's root) plus a way to run a command inside as the grader.
+Nothing a learner writes inside can change what the host reads from /proc and the cgroup
+filesystems, which is why checks should grade those facts. The facts are the TypedDicts
+of `sandbox.protocol`, read by key: a key the protocol guarantees is never defaulted.
 """
 
 from __future__ import annotations
 
-import logging
-import re
-import threading
 import time
 from dataclasses import dataclass
 
-from sandbox.errors import NotFound, SandboxError
-
-from .labformat import Exercise, Lab, expand
-
-log = logging.getLogger("nslab.grader")
+from sandbox.errors import NotFound
+from sandbox.protocol import (CgroupNode, InspectFacts, InterfaceFacts, NetNamespaceFacts,
+                              ProcessFacts, Reason, SocketFacts)
 
 
 class Fail(Exception):
@@ -35,20 +28,7 @@ class Fail(Exception):
 
 
 class CheckTimeout(Exception):
-    pass
-
-
-@dataclass
-class Result:
-    passed: bool
-    feedback: str
-    points: int
-    max_points: int
-    duration_ms: int = 0
-
-    def as_json(self) -> dict:
-        return {"passed": self.passed, "feedback": self.feedback, "points": self.points,
-                "max_points": self.max_points}
+    """The check's deadline passed; raised by the view, reported by `grade`."""
 
 
 @dataclass
@@ -62,25 +42,28 @@ class RunResult:
 class Process:
     """One process of the sandbox, as the host sees it."""
 
-    def __init__(self, info: dict, version: int):
+    def __init__(self, info: ProcessFacts, version: int):
         self.info = info
         self._version = version
-        self.pid: int | None = info.get("pid")
+        self.pid: int | None = info["pid"]
         self.host_pid: int = info["host_pid"]
-        self.ppid: int = info.get("ppid", 0)
-        self.comm: str = info.get("comm", "")
-        self.cmdline: list[str] = info.get("cmdline", [])
-        self.uid: int | None = info.get("uid")
-        self.state: str = info.get("state", "?")
-        self.namespaces: dict[str, int] = info.get("namespaces", {})
-        self.cpu_ns: int | None = info.get("cpu_ns")
-        self.cpus_allowed: str | None = info.get("cpus_allowed")
-        self.nspids: list[int] = info.get("nspids", [])
+        self.ppid: int = info["ppid"]
+        self.comm: str = info["comm"]
+        self.cmdline: list[str] = info["cmdline"]
+        self.uid: int | None = info["uid"]
+        self.state: str = info["state"]
+        # Only the namespaces whose link could be read: a type may be missing.
+        self.namespaces: dict[str, int] = info["namespaces"]
+        self.cpu_ns: int | None = info["cpu_ns"]
+        self.cpus_allowed: str | None = info["cpus_allowed"]
+        self.nspids: list[int] = info["nspids"]
 
     def cgroup_path(self, controller: str = "cpu") -> str | None:
-        paths = self.info.get("cgroups") or {}
+        """The process's cgroup for `controller`, relative to the sandbox's; None when it
+        is in no hierarchy of that controller. On cgroup v2 there is one unified path."""
+        paths = self.info["cgroups"]
         if self._version == 2:
-            return paths.get("", self.info.get("cgroup"))
+            return paths.get("", self.info["cgroup"])
         return paths.get(controller)
 
     @property
@@ -94,11 +77,12 @@ class Process:
 class Cgroup:
     """One cgroup of the sandbox's tree; `path` as seen inside ("/" is the sandbox's own)."""
 
-    def __init__(self, node: dict):
+    def __init__(self, node: CgroupNode):
         self.path: str = node["path"]
-        self.limits: dict = node.get("limits", {})
-        self.usage: dict = node.get("usage", {})
-        self.procs: list[int] = node.get("procs", [])
+        # Open-ended: a limit or usage the host's cgroup version lacks is not a key.
+        self.limits: dict = node["limits"]
+        self.usage: dict = node["usage"]
+        self.procs: list[int] = node["procs"]
 
     @property
     def cpus(self) -> float | None:
@@ -134,7 +118,7 @@ class SandboxView:
         self.client = client
         self.id = sandbox_id
         self.deadline = time.monotonic() + timeout
-        self._facts: dict | None = None
+        self._facts: InspectFacts | None = None
 
     # -- time
     def deadline_left(self) -> float:
@@ -148,7 +132,7 @@ class SandboxView:
 
     # -- host-side facts
     @property
-    def facts(self) -> dict:
+    def facts(self) -> InspectFacts:
         if self._facts is None:
             self._budget(1)
             self._facts = self.client.inspect(self.id)
@@ -164,7 +148,7 @@ class SandboxView:
 
     @property
     def hostname(self) -> str:
-        return self.facts.get("hostname", "")
+        return self.facts["hostname"]
 
     def processes(self, comm: str | None = None, argv0: str | None = None,
                   contains: str | None = None) -> list[Process]:
@@ -218,23 +202,23 @@ class SandboxView:
         return self.limit_of(proc, "cpus", "cpu")
 
     @property
-    def sockets(self) -> list[dict]:
-        return self.facts.get("sockets", [])
+    def sockets(self) -> list[SocketFacts]:
+        return self.facts["sockets"]
 
     @property
-    def addresses(self) -> list[dict]:
-        return self.facts.get("addresses", [])
+    def addresses(self) -> list[InterfaceFacts]:
+        return self.facts["addresses"]
 
     @property
-    def net_namespaces(self) -> list[dict]:
+    def net_namespaces(self) -> list[NetNamespaceFacts]:
         """Each network namespace a process of the sandbox is in: `inode`, `host_pid`,
         `addresses` (interfaces as in `addresses`), read from the host."""
-        return self.facts.get("net_namespaces", [])
+        return self.facts["net_namespaces"]
 
     def hostname_of(self, proc: Process) -> str | None:
         """The hostname of the process's UTS namespace, read from the host."""
         inode = proc.namespaces.get("uts")
-        return next((u["hostname"] for u in self.facts.get("uts_namespaces", [])
+        return next((u["hostname"] for u in self.facts["uts_namespaces"]
                      if u["inode"] == inode), None)
 
     def measure_cpu(self, procs: list[Process], seconds: float = 1.0) -> float:
@@ -244,7 +228,7 @@ class SandboxView:
 
         def sample() -> tuple[float, int]:
             facts = self.client.inspect(self.id)
-            total = sum(p.get("cpu_ns") or 0 for p in facts["processes"]
+            total = sum(p["cpu_ns"] or 0 for p in facts["processes"]
                         if p["host_pid"] in wanted)
             return time.monotonic(), total
 
@@ -262,7 +246,7 @@ class SandboxView:
         try:
             return self.client.read_file(self.id, path, pid=pid, limit=limit)
         except NotFound as e:
-            if e.message.startswith("no such file"):
+            if e.reason == Reason.NO_SUCH_FILE:
                 raise FileNotFoundError(path) from None
             raise
 
@@ -271,71 +255,3 @@ class SandboxView:
         out = self.client.run(self.id, argv, timeout=self._budget(timeout))
         return RunResult(out.get("exit_code"), out.get("stdout", ""), out.get("stderr", ""),
                          bool(out.get("timed_out")))
-
-
-# ----------------------------------------------------------------- grading
-
-def _quiz_feedback(ex: Exercise, answer: str, params: dict) -> tuple[bool, str]:
-    quiz = ex.quiz
-    given = (answer or "").strip()
-    if not given:
-        return False, "Type an answer first."
-    if quiz.pattern is not None:
-        ok = re.fullmatch(expand(quiz.pattern, params), given) is not None
-    else:
-        ok = given.casefold() == expand(quiz.answer, params).strip().casefold()
-    if ok:
-        return True, "Correct."
-    for wrong in ex.wrong:
-        if wrong.answer is not None and wrong.answer.strip().casefold() == given.casefold():
-            return False, wrong.feedback
-    return False, f"{given!r} is not the answer; read the step again or take a hint."
-
-
-def grade(lab: Lab, ex: Exercise, *, client, sandbox_id: str | None, params: dict,
-          answer: str | None = None) -> Result:
-    """Run one exercise's check (or quiz) and say what the learner should know."""
-    started = time.monotonic()
-
-    def done(passed: bool, feedback: str, points: int | None = None) -> Result:
-        pts = ex.points if passed and points is None else (points or 0)
-        return Result(passed, feedback, min(pts, ex.points), ex.points,
-                      int((time.monotonic() - started) * 1000))
-
-    if ex.quiz is not None and not ex.check:
-        return done(*_quiz_feedback(ex, answer or "", params))
-    fn = lab.check_function(ex)
-    if fn is None:
-        return done(False, "This exercise cannot be checked: the lab is broken (tell your "
-                           "instructor).")
-    if sandbox_id is None:
-        return done(False, "Your sandbox is not running: open the lab's terminal first.")
-    if ex.quiz is not None and not (answer or "").strip():
-        return done(False, "Type an answer first.")
-    view = SandboxView(client, sandbox_id, timeout=ex.timeout)
-    args = (view, dict(params)) + ((answer.strip(),) if ex.quiz is not None else ())
-    outcome: dict = {}
-
-    def call() -> None:
-        try:
-            outcome["message"] = fn(*args)
-        except BaseException as e:  # reported below, in the caller's thread
-            outcome["error"] = e
-
-    worker = threading.Thread(target=call, name=f"check-{lab.id}-{ex.id}", daemon=True)
-    worker.start()
-    worker.join(ex.timeout + 0.5)
-    if worker.is_alive() or isinstance(outcome.get("error"), CheckTimeout):
-        return done(False, f"The check did not finish within {ex.timeout:g} s and was "
-                           "stopped. Is the sandbox very busy? Try again in a moment.")
-    err = outcome.get("error")
-    if isinstance(err, Fail):
-        return done(False, err.message, err.points)
-    if isinstance(err, SandboxError):
-        return done(False, f"The sandbox could not be checked: {err.message}")
-    if err is not None:
-        log.error("check %s/%s raised", lab.id, ex.id, exc_info=err)
-        return done(False, f"The check itself failed ({type(err).__name__}); this is a bug "
-                           "in the lab, not your answer. Tell your instructor.")
-    message = outcome.get("message")
-    return done(True, str(message) if message else "Passed.")

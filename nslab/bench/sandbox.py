@@ -8,14 +8,13 @@ sandboxes alive and no shell running in them, divided by `count`.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import statistics
 import subprocess
 import time
 
-from . import sessions
-from .client import Client
+from sandbox.client import Client, StreamClosed
+from sandbox.protocol import Channel
 
 PROMPT_MARK = b"nslab-ready$ "
 
@@ -36,58 +35,61 @@ def _used_memory() -> int:
     return info["MemTotal"] - info["MemAvailable"]
 
 
-async def _shell_until_prompt(client: Client, sid: str, http) -> None:
+def _shell_until_prompt(client: Client, sid: str) -> None:
+    """An interactive shell in the sandbox, until it has printed its prompt; then it is
+    told to exit, and waited for, so the sandbox is idle again."""
     info = client.exec(sid, ["bash", "--norc", "-i"], tty=True,
                        env={"PS1": PROMPT_MARK.decode()})
-    async with http.ws_connect(client.attach_url(info["id"])) as ws:
+    with client.attach(info["id"]) as stream:
         seen = b""
-        async for msg in ws:
-            if msg.data and msg.data[0] == sessions.STDOUT:
-                seen += msg.data[1:]
-                if PROMPT_MARK in seen:
-                    await ws.send_bytes(bytes([sessions.STDIN]) + b"exit\n")
-                    break
-            elif msg.data and msg.data[0] == sessions.EXIT:
-                raise RuntimeError(f"the shell exited before its prompt: {seen[-200:]!r}")
-        async for msg in ws:  # until the shell has exited, so the sandbox is idle again
-            if msg.data and msg.data[0] == sessions.EXIT:
-                break
+        try:
+            while True:
+                channel, data = stream.recv()
+                if channel == Channel.STDOUT:
+                    seen += data
+                    if PROMPT_MARK in seen:
+                        stream.send(Channel.STDIN, b"exit\n")
+                        break
+                elif channel == Channel.EXIT:
+                    raise RuntimeError(f"the shell exited before its prompt: {seen[-200:]!r}")
+            while stream.recv()[0] != Channel.EXIT:
+                pass
+        except StreamClosed:  # the stream ended with the session: the shell is gone
+            pass
 
 
-async def _run(client: Client, count: int, background: int) -> dict:
+def _run(client: Client, count: int, background: int) -> dict:
     params = {"cpus": 1.0, "memory": "256m", "pids": 256, "disk": "256m"}
     bg_ids = []
     for _ in range(background):
         bg_ids.append(client.create(**params)["id"])
     ids, create_ms, exec_ms, destroy_ms = [], [], [], []
-    async with client.session() as http:
-        # warm-up: the first sandbox pays for cold caches
-        warm = client.create(**params)["id"]
-        await _shell_until_prompt(client, warm, http)
-        client.destroy(warm)
-        mem_before = _used_memory()
-        try:
-            for _ in range(count):
-                t0 = time.perf_counter()
-                sid = await asyncio.to_thread(client.create, **params)
-                sid = sid["id"]
-                ids.append(sid)
-                await _shell_until_prompt(client, sid, http)
-                create_ms.append((time.perf_counter() - t0) * 1000)
-            for sid in ids:
-                t0 = time.perf_counter()
-                r = client.run(sid, ["true"])
-                exec_ms.append((time.perf_counter() - t0) * 1000)
-                assert r["exit_code"] == 0, r
-            await asyncio.sleep(1.0)
-            mem_after = _used_memory()
-        finally:
-            for sid in ids:
-                t0 = time.perf_counter()
-                client.destroy(sid)
-                destroy_ms.append((time.perf_counter() - t0) * 1000)
-            for sid in bg_ids:
-                client.destroy(sid)
+    # warm-up: the first sandbox pays for cold caches
+    warm = client.create(**params)["id"]
+    _shell_until_prompt(client, warm)
+    client.destroy(warm)
+    mem_before = _used_memory()
+    try:
+        for _ in range(count):
+            t0 = time.perf_counter()
+            sid = client.create(**params)["id"]
+            ids.append(sid)
+            _shell_until_prompt(client, sid)
+            create_ms.append((time.perf_counter() - t0) * 1000)
+        for sid in ids:
+            t0 = time.perf_counter()
+            r = client.run(sid, ["true"])
+            exec_ms.append((time.perf_counter() - t0) * 1000)
+            assert r["exit_code"] == 0, r
+        time.sleep(1.0)
+        mem_after = _used_memory()
+    finally:
+        for sid in ids:
+            t0 = time.perf_counter()
+            client.destroy(sid)
+            destroy_ms.append((time.perf_counter() - t0) * 1000)
+        for sid in bg_ids:
+            client.destroy(sid)
     podman = _podman_p50()
     p50 = statistics.median(create_ms)
     return {
@@ -121,4 +123,4 @@ def _podman_p50(runs: int = 5) -> float | None:
 def bench_sandbox(client: Client, count: int = 50, background: int = 0) -> dict:
     if count < 1:
         raise ValueError("count must be at least 1")
-    return asyncio.run(_run(client, count, background))
+    return _run(client, count, background)

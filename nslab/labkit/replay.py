@@ -1,59 +1,28 @@
-"""`nslab lab validate` and `nslab lab test`: prove a lab before a learner sees it.
+"""`nslab lab test`: prove a lab on real sandboxes before a learner sees it.
 
-`test` replays every exercise on real sandboxes: a fresh sandbox must fail the check, the
+It replays every exercise on real sandboxes: a fresh sandbox must fail the check, the
 same sandbox after the reference solution must pass it, and each listed wrong answer, on a
 fresh sandbox of its own, must fail with the feedback the author expects.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from sandbox.errors import SandboxError
 
-from .grader import Result, grade
-from .labformat import Exercise, Lab, draw_params, expand, lab_ids, load_lab, param_env
+from .grade import Result, grade
+from .model import Exercise, Lab
+from .params import draw_params, expand, param_env
+from .provision import run_setup
 
-SETUP_TIMEOUT = 30.0
 SOLUTION_TIMEOUT = 60.0
 # A learner does not press Check a millisecond after their command returns; processes a
 # solution starts in the background (setsid -f, &) need a moment to exec.
 SETTLE = 0.5
 
-
-def default_labs_dir() -> Path:
-    return Path(os.environ.get("NSLAB_LABS") or Path(__file__).resolve().parent.parent / "labs")
-
-
-def find_labs(target: str | None) -> list[Path]:
-    """PATH may be one lab's folder or a folder of labs; default: the labs folder."""
-    base = Path(target) if target else default_labs_dir()
-    if (base / "lab.yaml").is_file():
-        return [base]
-    if not base.is_dir():
-        raise FileNotFoundError(f"{base}: no such lab or labs folder")
-    return [base / name for name in lab_ids(base)]
-
-
-# ----------------------------------------------------------------- sandboxes for a lab
-
-def run_setup(client, sid: str, lab: Lab, params: dict) -> None:
-    """Run the lab's setup script in a new sandbox; raise SandboxError if it fails."""
-    if not lab.setup:
-        return
-    out = client.run(sid, ["/bin/sh", "-c", expand(lab.setup, params)], env=param_env(params),
-                     timeout=SETUP_TIMEOUT)
-    if out.get("timed_out") or out.get("exit_code") != 0:
-        raise SandboxError(f"the setup of lab {lab.id!r} failed (exit {out.get('exit_code')}"
-                           f"{', timed out' if out.get('timed_out') else ''}): "
-                           f"{(out.get('stderr') or out.get('stdout') or '').strip()[-300:]}")
-
-
-# ----------------------------------------------------------------- replay
 
 @dataclass
 class Outcome:
@@ -184,6 +153,3 @@ def replay_lab(client, lab: Lab, *, seed: int | None = None, only: list[str] | N
             echo(f"        {line}")
     return ok
 
-
-def validate(paths: list[Path]) -> list[Lab]:
-    return [load_lab(p) for p in paths]

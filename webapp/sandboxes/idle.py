@@ -2,7 +2,7 @@
 
 Activity is a keystroke in one of its terminals, a terminal opened (the lab page), a file
 uploaded or downloaded, and whatever calls `sandboxes.touch()` (a check). It is noted in
-memory (`sandboxes.touch_sandbox`, cheap enough for every keystroke) and written to
+memory (the app's `ActivityTracker`, cheap enough for every keystroke) and written to
 `SandboxAssignment.last_active` by the sweeper at most every IDLE_PERSIST_INTERVAL.
 
 The sweeper is one thread per app, in its own app context, started with the first request
@@ -26,13 +26,13 @@ from flask import Flask
 
 from sandbox.errors import NotFound, SandboxError
 
-from . import sandboxes
-from .extensions import db
-from .models import SandboxAssignment, SandboxState
+from ..extensions import db
+from ..models import SandboxAssignment, SandboxState, as_utc
+from .service import client, notify, tracker
 
 log = logging.getLogger("nslab.idle")
 
-EXTENSION = "nslab_idle"
+EXTENSION = "nslab.idle"  # app.extensions[EXTENSION]: the app's IdleSweeper
 
 
 class IdleSweeper:
@@ -57,6 +57,10 @@ class IdleSweeper:
         return max(0.05, min(configured, self.timeout / 20 or configured))
 
     # ------------------------------------------------------------ thread
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
 
     def start(self) -> None:
         if self._thread is None and self.timeout > 0:
@@ -83,14 +87,15 @@ class IdleSweeper:
         now = time.time() if now is None else now
         timeout, warning = self.timeout, self.warning
         persist = float(self.app.config.get("IDLE_PERSIST_INTERVAL") or 30)
+        activity = tracker()
         stopped = []
         running = db.session.execute(db.select(SandboxAssignment).where(
             SandboxAssignment.state == SandboxState.RUNNING,
             SandboxAssignment.sandbox_id.is_not(None))).scalars().all()
         for a in running:
             sid = a.sandbox_id
-            last = sandboxes.last_activity(a)
-            noted = sandboxes._activity.get(sid)
+            last = last_activity(a)
+            noted = activity.last(sid)
             if noted is not None and noted - _stamp(a.last_active) >= persist:
                 a.last_active = datetime.fromtimestamp(noted, timezone.utc)
             idle = now - last
@@ -98,23 +103,22 @@ class IdleSweeper:
                 if self._stop_idle(a, idle):
                     stopped.append(sid)
             elif idle >= timeout - warning:
-                sandboxes._warned.add(sid)
-                sandboxes.notify(sid, "idle", {"sandbox_id": sid,
-                                               "seconds_left": round(timeout - idle, 1),
-                                               "idle_seconds": round(idle, 1)})
+                activity.warn(sid)
+                notify(sid, "idle", {"sandbox_id": sid, "seconds_left": round(timeout - idle, 1),
+                                     "idle_seconds": round(idle, 1)})
         db.session.commit()
         return stopped
 
     def _stop_idle(self, a: SandboxAssignment, idle: float) -> bool:
         sid = a.sandbox_id
         # Activity may have come in while this look ran (a page opened): it wins.
-        if time.time() - sandboxes.last_activity(a) < self.timeout:
+        if time.time() - last_activity(a) < self.timeout:
             return False
         # The pages hear it first, so the shells that end next are explained.
-        sandboxes.notify(sid, "stopped", {"sandbox_id": sid, "reason": "idle",
-                                          "idle_seconds": round(idle, 1)})
+        notify(sid, "stopped", {"sandbox_id": sid, "reason": "idle",
+                                "idle_seconds": round(idle, 1)})
         try:
-            sandboxes.client().stop(sid)
+            client().stop(sid)
         except NotFound:
             pass  # destroyed meanwhile: stopped enough
         except SandboxError as e:
@@ -124,17 +128,17 @@ class IdleSweeper:
                  a.user_id, a.course_id, a.lab_id, idle)
         a.state = SandboxState.STOPPED
         db.session.commit()
-        sandboxes._warned.discard(sid)
-        sandboxes._activity.pop(sid, None)
+        tracker().forget(sid)
         return True
 
 
+def last_activity(assignment: SandboxAssignment) -> float:
+    """When the sandbox last saw activity (epoch seconds): memory or database, the later."""
+    return max(_stamp(assignment.last_active), tracker().last(assignment.sandbox_id or "") or 0.0)
+
+
 def _stamp(value: datetime | None) -> float:
-    if value is None:
-        return 0.0
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.timestamp()
+    return 0.0 if value is None else as_utc(value).timestamp()
 
 
 def init_app(app: Flask) -> None:
@@ -147,6 +151,6 @@ def init_app(app: Flask) -> None:
 
     @app.before_request
     def start_idle_sweeper():
-        if sweeper._thread is None:
+        if not sweeper.running:
             with lock:
                 sweeper.start()

@@ -1,61 +1,27 @@
-"""The live terminal: xterm.js ⇄ socket.io `/terminal` ⇄ a relay thread ⇄ sandboxd ⇄ PTY.
+"""The `/terminal` socket.io namespace: the pages' events, the relays of each page, and
+events to every page attached to a sandbox (see `webapp.terminal` for the protocol).
 
-Events from the page (several terminals, the page's tabs, share one connection and are
-keyed by exec id):
-  open   {sandbox_id | course+lab, rows, cols, exec_id?, readonly?, tag?}
-                                    → opened {tag, exec_id, sandbox_id, readonly, reattached}
-  input  (exec_id, seq, text[, binary])  keystrokes, numbered from 0 per open: text is
-                                    sent as UTF-8; with binary, each char is one byte
-  resize {exec_id, rows, cols}
-  ack    {exec_id, bytes}           bytes xterm has written (its write callback)
-  close  {exec_id, kill?}           detach; with kill, end the shell as well
-  touch  {sandbox_id}               "keep working": activity without a keystroke
-Events to the page: opened, output (exec_id, bytes), exit {exec_id, exit_code},
-error {message, tag?, exec_id?}; and, to every page attached to a sandbox (a socket.io
-room per sandbox, see `to_sandbox`), what the app says about it: idle {sandbox_id,
-seconds_left} (an idle stop is near; seconds_left null: not any more), stopped
-{sandbox_id, reason} (webapp/idle.py).
-
-Bytes are never decoded here: a UTF-8 sequence split across two reads stays split until
-xterm's decoder joins it. Output is binary socket.io (a raw WebSocket frame, no base64).
-
-Flow control, a credit window per viewer: the relay stops reading the daemon's WebSocket
-while more than WINDOW bytes it sent to that page are unacknowledged. The daemon's send
-then blocks, its viewer queue passes its high mark and it stops reading the PTY, so the
-writer inside the sandbox blocks in the kernel: `yes` costs neither memory nor a flooded
-browser. Read-only viewers (an instructor shadowing) never pause the learner: the
-daemon drops one that falls behind and the relay reattaches it with the scrollback.
-At most WINDOW + CHUNK bytes are unacknowledged per viewer, plus one daemon frame held.
-
-A page that reconnects opens with the exec id it had: the relay attaches to the same
-shell, the daemon replays its scrollback ring, then the live stream follows.
+A namespace receives its collaborators (`register_terminal`): it knows nothing of
+accounts, courses or the database, and the test suite serves it from a bare Flask app.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import socket
 import threading
 from typing import Any, Callable
 
 from flask import current_app, request
+from flask_login import current_user
 from flask_socketio import Namespace
 
 from sandbox.client import Client
-from sandbox.errors import NotFound, SandboxError
+from sandbox.errors import CapacityExhausted, DaemonUnavailable, NotFound, SandboxError
 
-from .terminal_stream import (EXIT, RESIZE, STDERR, STDIN, STDOUT, AttachStream,
-                              StreamClosed)
-
-log = logging.getLogger("nslab.terminal")
+from .relay import Relay
 
 NAMESPACE = "/terminal"
 SHELL = ["bash", "-l"]
-WINDOW = 256 * 1024      # unacknowledged bytes per viewer before the relay stops reading
-CHUNK = 64 * 1024        # largest output event; the window is checked between chunks
-INPUT_CHUNK = 64 * 1024  # largest stdin frame to the daemon (its limit is 1 MiB)
-MAX_REORDER = 256        # input events held waiting for an earlier one before giving up
 DEFAULT_SIZE = (24, 80)
 
 Authorize = Callable[[Any, str, str], bool]
@@ -67,174 +33,11 @@ def room(sandbox_id: str) -> str:
     return f"sandbox:{sandbox_id}"
 
 
-class Relay:
-    """One attached terminal: the daemon's stream → one page, with the credit window."""
-
-    def __init__(self, ns: "TerminalNamespace", sid: str, exec_id: str, sandbox_id: str,
-                 readonly: bool, stream: AttachStream, get_client: Callable[[], Client]):
-        self.ns = ns
-        self.sid = sid
-        self.exec_id = exec_id
-        self.sandbox_id = sandbox_id
-        self.readonly = readonly
-        self.stream = stream
-        self._get_client = get_client
-        self.unacked = 0          # bytes sent to the page that xterm has not written yet
-        self.held = 0             # bytes read from the daemon, not yet sent to the page
-        self.sent = 0
-        self.closed = False
-        self.exit_code: int | None = None
-        self._credit = threading.Condition()
-        self._input_lock = threading.Lock()
-        self._next_seq = 0
-        self._early: dict[int, bytes] = {}
-        self._ahead: tuple[int, bytes] | StreamClosed | None = None  # read while merging
-
-    # ------------------------------------------------------------ from the page
-
-    def ack(self, n: int) -> None:
-        with self._credit:
-            self.unacked = max(0, self.unacked - n)
-            self._credit.notify_all()
-
-    def input(self, seq: int | None, data: bytes) -> None:
-        """Keystrokes, in the page's order: socket.io runs each event in its own thread,
-        so two events can reach here swapped; `seq` puts them back in order."""
-        if self.readonly or self.closed:
-            return
-        with self._input_lock:
-            if seq is None:
-                self._write(data)
-                return
-            if seq < self._next_seq:
-                return  # a duplicate
-            self._early[seq] = data
-            if len(self._early) > MAX_REORDER:
-                # An event never came (cannot happen on one connection): send what we have.
-                self._next_seq = min(self._early)
-            while self._next_seq in self._early:
-                self._write(self._early.pop(self._next_seq))
-                self._next_seq += 1
-
-    def _write(self, data: bytes) -> None:
-        for i in range(0, len(data), INPUT_CHUNK):
-            self.stream.send(STDIN, data[i:i + INPUT_CHUNK])
-
-    def resize(self, rows: int, cols: int) -> None:
-        if not self.readonly and not self.closed:
-            self.stream.send(RESIZE, json.dumps({"rows": rows, "cols": cols}).encode())
-
-    def close(self) -> None:
-        """Stop relaying (the shell goes on); safe from any thread."""
-        with self._credit:
-            self.closed = True
-            self._credit.notify_all()
-        self.stream.abort()
-
-    # ------------------------------------------------------------ daemon → page
-
-    def run(self) -> None:
-        try:
-            while not self.closed:
-                try:
-                    channel, data = self._recv()
-                except StreamClosed as e:
-                    if self.closed or self.exit_code is not None:
-                        break
-                    log.info("terminal %s: the daemon closed the stream (%s); reattaching",
-                             self.exec_id, e.code)
-                    if not self._reattach():
-                        break
-                    continue
-                if channel in (STDOUT, STDERR):
-                    self._send_output(self._merge(data))
-                elif channel == EXIT:
-                    try:
-                        self.exit_code = json.loads(data).get("exit_code")
-                    except ValueError:
-                        self.exit_code = None
-                    self.ns.send(self.sid, "exit", {"exec_id": self.exec_id,
-                                                    "exit_code": self.exit_code})
-                    break
-        except Exception:  # noqa: BLE001 - a relay thread must never die silently
-            log.exception("terminal relay for %s failed", self.exec_id)
-            self.ns.send(self.sid, "error", {"exec_id": self.exec_id,
-                                             "message": "the terminal connection failed"})
-        finally:
-            self.stream.close()
-            self.ns.forget(self, ended=self.exit_code is not None)
-
-    def _recv(self) -> tuple[int, bytes]:
-        ahead, self._ahead = self._ahead, None
-        if isinstance(ahead, StreamClosed):
-            raise ahead
-        return ahead or self.stream.recv()
-
-    def _merge(self, data: bytes) -> bytes:
-        """The daemon sends what each PTY read gave (often 4 KiB): merge the frames that
-        have already arrived into one event, up to CHUNK, never waiting for more."""
-        if len(data) >= CHUNK or not self.stream.ready():
-            return data
-        merged = bytearray(data)
-        while len(merged) < CHUNK and self.stream.ready():
-            try:
-                frame = self.stream.recv()
-            except StreamClosed as e:
-                self._ahead = e
-                break
-            if frame[0] not in (STDOUT, STDERR):
-                self._ahead = frame
-                break
-            merged += frame[1]
-        return bytes(merged)
-
-    def _send_output(self, data: bytes) -> None:
-        self.held = len(data)
-        for i in range(0, len(data), CHUNK):
-            with self._credit:
-                self._credit.wait_for(lambda: self.unacked <= WINDOW or self.closed)
-                if self.closed:
-                    break
-                chunk = data[i:i + CHUNK]
-                self.unacked += len(chunk)
-            self.ns.send(self.sid, "output", self.exec_id, chunk)
-            self.sent += len(chunk)
-            self.held -= len(chunk)
-        self.held = 0
-
-    def _reattach(self) -> bool:
-        """The daemon closed the stream while the process runs: a read-only viewer fell
-        too far behind (code 4000), or its heartbeat got no answer while this relay was
-        paused; or the session is gone (4001: its sandbox stopped), and then attaching
-        again finds no session and the page hears `exit`. Output may have been lost in between, so attach again and start the page
-        over, as after a reload: 'opened' (the page clears its screen), then the
-        scrollback."""
-        try:
-            stream = AttachStream.open(self._get_client(), self.exec_id,
-                                       readonly=self.readonly, replay=True)
-        except NotFound:
-            self.ns.send(self.sid, "exit", {"exec_id": self.exec_id, "exit_code": None})
-            return False
-        except SandboxError as e:
-            self.ns.send(self.sid, "error", {"exec_id": self.exec_id, "message": e.message})
-            return False
-        self.stream.close()
-        self.stream = stream
-        if self.closed:
-            stream.abort()
-            return False
-        with self._credit:
-            self.unacked = 0  # acks still on their way are for the old screen
-        self.ns.send(self.sid, "opened", {"exec_id": self.exec_id, "sandbox_id": self.sandbox_id,
-                                          "readonly": self.readonly, "reattached": True})
-        return True
-
-    def stats(self) -> dict:
-        return {"exec_id": self.exec_id, "unacked": self.unacked, "held": self.held,
-                "sent": self.sent, "readonly": self.readonly}
-
-
 class TerminalNamespace(Namespace):
+    """`/terminal` for one app, and its registry of terminals: the relays of each page
+    (by socket.io sid and exec id) and the last shell opened in each sandbox. The web
+    app keeps it on `app.extensions` (see `webapp.sandboxes`)."""
+
     def __init__(self, namespace: str, *, get_client: Callable[[], Client], authorize: Authorize,
                  get_user: Callable[[], Any] | None = None,
                  find_sandbox: FindSandbox | None = None,
@@ -346,7 +149,7 @@ class TerminalNamespace(Namespace):
                 exec_id = client.exec(sandbox_id, SHELL, tty=True, rows=rows, cols=cols)["id"]
             elif not readonly:
                 client.resize(exec_id, rows, cols)  # this page's size, before the replay
-            stream = AttachStream.open(client, exec_id, readonly=readonly, replay=True)
+            stream = client.attach(exec_id, readonly=readonly, replay=True)
         except SandboxError as e:
             return self._error(e.message, tag=tag, exec_id=exec_id, retry=_retryable(e))
         relay = Relay(self, request.sid, exec_id, sandbox_id, readonly, stream, self.get_client)
@@ -422,7 +225,7 @@ class TerminalNamespace(Namespace):
         relay.close()
         if kill:
             try:  # SIGKILL to the shell; the PTY's hangup ends what it started
-                self.get_client().request("DELETE", f"/exec/{relay.exec_id}")
+                self.get_client().forget_exec(relay.exec_id)
             except SandboxError:
                 pass
 
@@ -448,15 +251,13 @@ def register_terminal(socketio, *, get_client: Callable[[], Client], authorize: 
 
 
 def _retryable(e: SandboxError) -> bool | None:
-    """The daemon is down or out of capacity (503): the page says so and tries again."""
-    return True if getattr(e, "status", None) == 503 else None
+    """The daemon is down or out of capacity: the page says so and tries again."""
+    return True if isinstance(e, (DaemonUnavailable, CapacityExhausted)) else None
 
 
 def _current_user():
     if getattr(current_app, "login_manager", None) is None:
         return None
-    from flask_login import current_user
-
     return current_user._get_current_object()
 
 

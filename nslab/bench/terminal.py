@@ -33,6 +33,9 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import aiohttp
+import socketio
+
 NAMESPACE = "/terminal"
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_COUNTS = (1, 50, 200)
@@ -274,9 +277,6 @@ class Connection:
     """One page: a Socket.IO connection to /terminal carrying one or more terminals."""
 
     def __init__(self, url: str, cookie: str):
-        import aiohttp
-        import socketio
-
         self.url, self.cookie = url, cookie
         # Its own HTTP session (closed here, whatever happens), which takes cookies for an
         # IP address such as 127.0.0.1.
@@ -524,8 +524,6 @@ async def flood_phase(terms, flooder: Terminal, seconds, rate, probe: Probe) -> 
 async def _run(url: str, user: str, password: str, counts: list[int], seconds: float,
                rate: float, tabs: int, flood: bool, pid: int | None,
                log) -> dict:
-    import aiohttp
-
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BenchError(f"--url must be http(s)://HOST:PORT, not {url!r}")

@@ -1,4 +1,4 @@
-"""JSON endpoints under /api/ (errors there are JSON too, see errors.py)."""
+"""GET /api/health (JSON, like every error under /api/, see errors.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from sqlalchemy import text
 
 from .extensions import db
 
-bp = Blueprint("api", __name__, url_prefix="/api")
+bp = Blueprint("health", __name__, url_prefix="/api")
 
 
 @bp.route("/health")

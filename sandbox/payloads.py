@@ -8,7 +8,7 @@ refused with an `InvalidRequest` naming the field.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from .errors import InvalidRequest
 
@@ -143,9 +143,6 @@ class CreateRequest:
                                  "values <= 256 characters)", field="labels")
         req.labels = labels
         return req
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

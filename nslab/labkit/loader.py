@@ -1,4 +1,4 @@
-"""The lab format (docs/authoring.md): load a lab folder, or report every error as file:line.
+"""Reading a lab folder (docs/authoring.md): load it, or report every error as file:line.
 
 A lab is read as YAML nodes rather than plain data so that every key and item keeps the
 line it came from: an author who misspells `hints` must be told where, not find out when a
@@ -8,122 +8,23 @@ learner misses a hint. Loading never raises for a broken lab; it returns a `Lab`
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import re
-import secrets
 import sys
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
 import yaml
 
-# A lab id names a folder under labs/, so it must never hold a path separator or "..";
-# step and exercise ids follow the same rule (they appear in URLs).
-LAB_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
-ITEM_ID_RE = LAB_ID_RE
+from .model import (DEFAULT_TIMEOUT, ITEM_ID_RE, LAB_ID_RE, MAX_TIMEOUT, Exercise, Lab,
+                    LabError, Quiz, Step, Wrong)
+from .params import EXERCISE_DIRECTIVE_RE, PLACEHOLDER_RE, directive_lines
+
 PARAM_RE = re.compile(r"^[a-z_][a-z0-9_]{0,31}$")
-PLACEHOLDER_RE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
-DIRECTIVE_RE = re.compile(r"^:::(.*)$")
-EXERCISE_DIRECTIVE_RE = re.compile(r"^:::\s*exercise\s+(\S+)\s*$")
 SANDBOX_KEYS = {"image", "cpus", "memory", "pids", "disk", "swap", "cpu_weight", "cpuset"}
 PARAM_KINDS = {"choice", "word", "int", "token"}
-TOKEN_LETTERS = "abcdefghijkmnpqrstuvwxyz23456789"
-# A learner's sandbox unless the lab's `sandbox:` says otherwise.
-DEFAULT_SANDBOX = {"cpus": 1.0, "memory": "512m", "pids": 512, "disk": "1g"}
-DEFAULT_TIMEOUT = 10.0
-MAX_TIMEOUT = 60.0
-
-
-@dataclass(frozen=True)
-class LabError:
-    file: str
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
-
-
-@dataclass
-class Step:
-    id: str
-    title: str
-    file: str
-    source: str
-    exercises: list[str] = field(default_factory=list)  # in the order they are placed
-
-
-@dataclass
-class Wrong:
-    line: int
-    feedback: str
-    run: str | None = None
-    answer: str | None = None
-
-
-@dataclass
-class Quiz:
-    choices: list[str] | None = None
-    answer: str | None = None
-    pattern: str | None = None
-
-
-@dataclass
-class Exercise:
-    id: str
-    title: str
-    points: int
-    text: str
-    line: int
-    hints: list[str] = field(default_factory=list)
-    check: str | None = None
-    timeout: float = DEFAULT_TIMEOUT
-    solution: str | None = None
-    wrong: list[Wrong] = field(default_factory=list)
-    quiz: Quiz | None = None
-    step: str | None = None
-
-    @property
-    def kind(self) -> str:
-        return "quiz" if self.quiz is not None else "task"
-
-
-@dataclass
-class Lab:
-    id: str
-    path: Path
-    title: str = ""
-    summary: str = ""
-    minutes: int | None = None
-    sandbox: dict = field(default_factory=dict)
-    setup: str | None = None
-    params: dict[str, dict] = field(default_factory=dict)
-    steps: list[Step] = field(default_factory=list)
-    exercises: dict[str, Exercise] = field(default_factory=dict)
-    errors: list[LabError] = field(default_factory=list)
-    checks: ModuleType | None = None
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-    @property
-    def sandbox_limits(self) -> dict:
-        """The create() arguments for a sandbox of this lab."""
-        return {**DEFAULT_SANDBOX, **self.sandbox}
-
-    @property
-    def max_points(self) -> int:
-        return sum(e.points for e in self.exercises.values())
-
-    def ordered_exercises(self) -> list[Exercise]:
-        """Exercises in the order a learner meets them in the steps."""
-        return [self.exercises[e] for s in self.steps for e in s.exercises if e in self.exercises]
-
-    def check_function(self, exercise: Exercise):
-        return getattr(self.checks, exercise.check, None) if exercise.check else None
 
 
 # ----------------------------------------------------------------- YAML with line numbers
@@ -259,8 +160,6 @@ class _Reader:
 
 
 def _closest(word: str, choices: set[str]) -> str | None:
-    import difflib
-
     match = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.7)
     return match[0] if match else None
 
@@ -482,35 +381,6 @@ def _wrongs(r: _Reader, node: Node | None, ex: Exercise, line: int) -> list[Wron
     return out
 
 
-def directive_lines(source: str):
-    """(line number, text) of each `:::` line outside fenced code blocks."""
-    fence = None
-    for number, line in enumerate(source.splitlines(), 1):
-        stripped = line.strip()
-        opener = re.match(r"^(`{3,}|~{3,})", stripped)
-        if opener and (fence is None or stripped.startswith(fence)):
-            fence = None if fence else opener.group(1)
-            continue
-        if not fence and DIRECTIVE_RE.match(stripped):
-            yield number, stripped
-
-
-def split_at_exercises(source: str) -> list[tuple[str, str]]:
-    """A step's Markdown cut at its exercise directives: [("markdown", text) |
-    ("exercise", id)] in order (the lab was validated, so every directive is one)."""
-    lines = source.splitlines(keepends=True)
-    parts, start = [], 0
-    for number, text in directive_lines(source):
-        m = EXERCISE_DIRECTIVE_RE.match(text)
-        if not m:
-            continue
-        parts.append(("markdown", "".join(lines[start:number - 1])))
-        parts.append(("exercise", m.group(1)))
-        start = number
-    parts.append(("markdown", "".join(lines[start:])))
-    return [(kind, value) for kind, value in parts if kind == "exercise" or value.strip()]
-
-
 def _place(r: _Reader, lab: Lab) -> None:
     """Find each `::: exercise ID` directive; every exercise is placed exactly once."""
     placed: dict[str, str] = {}
@@ -595,71 +465,6 @@ def _import(path: Path, lab_id: str) -> ModuleType:
     return module
 
 
-# ----------------------------------------------------------------- the labs folder
-
-_cache: dict[Path, tuple[tuple, Lab]] = {}
-_cache_lock = threading.Lock()
-
-
-def _fingerprint(folder: Path) -> tuple:
-    try:
-        return tuple(sorted((str(p), p.stat().st_mtime_ns, p.stat().st_size)
-                            for p in folder.rglob("*") if p.is_file()
-                            and "__pycache__" not in p.parts))
-    except OSError:
-        return ()
-
-
-def lab(labs_dir: str | Path, lab_id: str) -> Lab | None:
-    """The lab `lab_id` of `labs_dir`, loaded again only when its files changed; None if
-    there is no such folder."""
-    if not LAB_ID_RE.match(lab_id or ""):
-        return None
-    folder = Path(labs_dir) / lab_id
-    if not folder.is_dir():
-        return None
-    key = _fingerprint(folder)
-    with _cache_lock:
-        hit = _cache.get(folder)
-        if hit and hit[0] == key:
-            return hit[1]
-    loaded = load_lab(folder)
-    with _cache_lock:
-        _cache[folder] = (key, loaded)
-    return loaded
-
-
-def lab_ids(labs_dir: str | Path) -> list[str]:
-    base = Path(labs_dir)
-    if not base.is_dir():
-        return []
-    return sorted(p.name for p in base.iterdir()
-                  if p.is_dir() and (p / "lab.yaml").is_file() and LAB_ID_RE.match(p.name))
-
-
-# ----------------------------------------------------------------- per-learner values
-
-def draw_params(specs: dict[str, dict], rng=None) -> dict:
-    """One learner's values for the lab's params (`rng`: a random.Random for tests)."""
-    rng = rng or secrets.SystemRandom()
-    out = {}
-    for name, spec in specs.items():
-        (kind, value), = spec.items()
-        if kind in ("choice", "word"):
-            out[name] = rng.choice(value)
-        elif kind == "int":
-            out[name] = rng.randint(value[0], value[1])
-        else:
-            out[name] = "".join(rng.choice(TOKEN_LETTERS) for _ in range(value))
-    return out
-
-
-def expand(text: str | None, params: dict) -> str:
-    """`{{ name }}` -> this learner's value (validation made sure every name exists)."""
-    if not text:
-        return text or ""
-    return PLACEHOLDER_RE.sub(lambda m: str(params.get(m.group(1), m.group(0))), text)
-
-
-def param_env(params: dict) -> dict[str, str]:
-    return {f"NSLAB_PARAM_{k.upper()}": str(v) for k, v in params.items()}
+def validate(paths: list[Path]) -> list[Lab]:
+    """Each lab folder of `paths`, loaded, with its errors."""
+    return [load_lab(p) for p in paths]

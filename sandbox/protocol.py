@@ -1,0 +1,191 @@
+"""What sandboxd and its clients share: the wire contract, in one module both sides import.
+
+The daemon (`sandbox/daemon.py`, `sandbox/sessions.py`, the engine that builds the facts)
+and the unprivileged side (`sandbox/client.py`, the web app, the lab machinery and the
+CLI) import these names; nobody copies a channel number, a close code, an error reason or
+the keys of an inspect fact. This module imports nothing of the engine, so importing it
+is free for unprivileged code.
+
+- `Channel`, `CloseCode`: the attach WebSocket (`GET /v1/exec/ID/attach`). Every frame is
+  binary; its first byte is the channel, the rest the payload.
+- `Reason`: the machine-readable cause every error answer carries (`{"error", "reason",
+  "message", "field"}`). Callers branch on the reason, never on the message text, which
+  is for people and may change.
+- `ProcessFacts`, `CgroupNode`, `InspectFacts`, ...: the host-side facts of
+  `GET /v1/sandboxes/ID/inspect`, built by the engine and read by the graders.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+from pathlib import Path
+from typing import TypedDict
+
+API_PREFIX = "/v1"
+DEFAULT_DAEMON_NAME = "default"
+DEFAULT_RUN_DIR = Path("/run/nslab")
+
+
+def default_socket_path(name: str = DEFAULT_DAEMON_NAME) -> Path:
+    """Where the daemon called `name` listens (and where clients look for it)."""
+    if name == DEFAULT_DAEMON_NAME:
+        return DEFAULT_RUN_DIR / "sandboxd.sock"
+    return DEFAULT_RUN_DIR / f"sandboxd-{name}.sock"
+
+
+# ---------------------------------------------------------------- attach stream
+
+
+class Channel(IntEnum):
+    """The first byte of every attach frame."""
+
+    STDIN = 0        # client -> process: bytes for its stdin / the PTY
+    STDOUT = 1       # process -> client: output (the PTY's, or stdout)
+    STDERR = 2       # process -> client: stderr (pipes only)
+    RESIZE = 3       # client -> process: {"rows": R, "cols": C}
+    EXIT = 4         # process -> client: {"exit_code": N} (or {"signal": ...}); last frame
+    CLOSE_STDIN = 5  # client -> process: end of input (pipes: EOF; a PTY: ^D)
+    SIGNAL = 6       # client -> process: {"signal": "INT"}
+    REPLAYED = 7     # process -> client: the ring buffer has been replayed; live from here
+
+
+class CloseCode(IntEnum):
+    """Why the daemon closed an attach WebSocket (besides the standard 1000 / 1001)."""
+
+    VIEWER_BEHIND = 4000  # a read-only viewer fell too far behind: reattach (with replay)
+    SESSION_GONE = 4001   # the session ended with its sandbox (stopped or destroyed)
+
+
+# ---------------------------------------------------------------- errors
+
+
+class Reason(StrEnum):
+    """Why a request failed, for programs; one per distinct cause a caller may act on."""
+
+    # 400 invalid_request
+    INVALID = "invalid"                          # a field is missing, of the wrong type or out of range
+    NOT_REGULAR_FILE = "not_regular_file"        # files: a directory, fifo, socket or device
+    NOT_DIRECTORY = "not_directory"              # files: listing something that is not a directory
+    SPECIAL_FILESYSTEM = "special_filesystem"    # files: on proc, sysfs, cgroupfs, devpts, ...
+                                                 # (not a data filesystem: never read)
+    # 401 unauthorized
+    UNAUTHORIZED = "unauthorized"                # the TCP listener wants a valid bearer token
+    # 404 not_found
+    NO_SUCH_SANDBOX = "no_such_sandbox"
+    NO_SUCH_EXEC = "no_such_exec"
+    NO_SUCH_PROCESS = "no_such_process"          # a pid that is not (or no longer) in the sandbox
+    NO_SUCH_FILE = "no_such_file"                # a path that does not exist inside
+    NO_SUCH_IMAGE = "no_such_image"
+    NOT_FOUND = "not_found"                      # anything else that is not there
+    # 409 conflict
+    NOT_RUNNING = "not_running"                  # the sandbox is stopped (or its init died)
+    ALREADY_EXISTS = "already_exists"
+    IN_USE = "in_use"                            # a home volume another sandbox has mounted
+    BUSY = "busy"                                # the kernel or another request holds it; retry
+                                                 # (also on a 500 whose cause is EBUSY)
+    CONFLICT = "conflict"
+    # 413, 503, 500
+    TOO_LARGE = "too_large"
+    CAPACITY = "capacity"                        # no uid block, address or storage left
+    DAEMON_UNAVAILABLE = "daemon_unavailable"    # client side: the daemon did not answer
+    HOST_UNSUPPORTED = "host_unsupported"        # the host lacks a kernel feature or privilege
+    INTERNAL = "internal"
+
+
+# ---------------------------------------------------------------- inspect facts
+
+
+class ProcessFacts(TypedDict):
+    """One process of a sandbox as the host reads it from /proc/PID."""
+
+    host_pid: int
+    pid: int | None             # in the sandbox's pid namespace (None: not in it)
+    nspids: list[int]           # NSpid: host first, then each nested pid namespace
+    ppid: int                   # host pid of the parent
+    comm: str
+    cmdline: list[str]
+    host_uid: int | None
+    uid: int | None             # inside the sandbox's user namespace (None: unmapped)
+    state: str                  # R, S, D, T, Z, ...
+    namespaces: dict[str, int]  # "net" -> inode, for cgroup ipc mnt net pid user uts
+    cgroup: str | None          # the CPU cgroup relative to the sandbox's ("/" is its own)
+    cgroups: dict[str, str]     # controller -> path relative to the sandbox's; v2: "" -> path
+    cpu_ns: int | None          # time on a CPU so far (schedstat)
+    cpus_allowed: str | None    # Cpus_allowed_list, e.g. "0-1"
+
+
+class CgroupNode(TypedDict):
+    """One cgroup of a sandbox's subtree; `path` as seen inside ("/" is the sandbox's).
+
+    `limits` holds the limit files the host has, under one name on v1 and v2 (a file that
+    is absent is left out; None is "no limit"): cpus, cpu_quota_us, cpu_period_us,
+    cpu_shares (v1) or cpu_weight (v2), cpuset_cpus, cpuset_cpus_effective, freeze,
+    memory_max, swap_max, pids_max, io_weight.
+    `usage` holds what the host can tell of cgroups.STAT_KEYS (an unknown value is left
+    out): cpu_usage_ns, memory_current, memory_peak, memory_limit, oom_kills,
+    pids_current, pids_limit, cpus, frozen."""
+
+    path: str
+    limits: dict[str, int | float | str | bool | None]
+    usage: dict[str, int | float | bool]
+    procs: list[int]                                    # host pids
+
+
+class SocketFacts(TypedDict):
+    proto: str       # tcp, udp
+    family: str      # inet, inet6
+    address: str
+    port: int
+    state: str       # LISTEN, ...
+    inode: int
+    netns: int       # inode of the network namespace the socket is in
+
+
+class AddressFacts(TypedDict):
+    family: str | None  # inet, inet6 (None: another family)
+    address: str
+    prefixlen: int
+
+
+class InterfaceFacts(TypedDict):
+    ifname: str | None
+    index: int
+    mac: str | None
+    up: bool
+    operstate: str | None
+    kind: str | None  # veth, bridge, ... (None: a plain device such as lo)
+    addresses: list[AddressFacts]
+
+
+class NetNamespaceFacts(TypedDict):
+    inode: int
+    host_pid: int    # a process in it, through which it was read
+    addresses: list[InterfaceFacts]
+
+
+class UtsNamespaceFacts(TypedDict):
+    inode: int
+    hostname: str
+
+
+class InspectFacts(TypedDict):
+    """`GET /v1/sandboxes/ID/inspect`."""
+
+    id: str
+    state: str
+    hostname: str
+    init_pid: int | None
+    uid_base: int
+    uid_count: int
+    cgroup_version: int
+    cgroup: str
+    processes: list[ProcessFacts]
+    cgroups: list[CgroupNode]
+    sockets: list[SocketFacts]
+    addresses: list[InterfaceFacts]       # the sandbox's own network namespace
+    address: str | None                   # its address on the daemon's bridge
+    limits: dict[str, int | float | str | None]  # as created: cpus, cpu_weight, cpuset, memory,
+                                                 # swap, pids, io_weight (None: not limited)
+    disk: int                             # bytes of the sandbox's disk quota
+    net_namespaces: list[NetNamespaceFacts]
+    uts_namespaces: list[UtsNamespaceFacts]

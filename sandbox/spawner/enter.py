@@ -1,0 +1,149 @@
+"""Starting a process inside a running sandbox (exec).
+
+This runs in a fresh child E of the spawner (`server.py` forks it): E joins the cgroup
+as host root, opens the init's namespace files, enters them (user first), opens a PTY
+inside the sandbox's own devpts if asked, forks F into the sandbox's pid namespace,
+sends F's pid and the PTY master back and exits. F starts a new session, becomes the
+chosen user, sets no_new_privs and execs the command with a clean environment and no
+inherited fds.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+import struct
+import termios
+
+from .. import libc
+from ..procfs import start_time
+from .rootfs import (DEFAULT_PATH, Step, become_ns_root, close_fds_except, join_cgroup,
+                     read_all)
+from .spec import ExecSpec, Report, encode_report, send, write_report
+
+NAMESPACES_JOIN_ORDER = ("user", "ipc", "uts", "net", "cgroup", "pid", "mnt")
+
+
+def set_winsize(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def start(w: int, spec: ExecSpec, report_fd: int, stdio: list[int]) -> None:
+    """E: enter the sandbox, fork F and report F's pid (and the PTY master on
+    `report_fd`); F's stdio is the PTY, or the pipe ends `stdio`."""
+    close_fds_except({w, report_fd, *stdio})
+    libc.prctl(libc.PR_SET_DUMPABLE, 0)
+    init = spec.init_pid
+    with Step("joining the sandbox cgroup"):
+        join_cgroup(spec.cgroup_files)
+    with Step("opening the sandbox's namespaces"):
+        nsfds = {ns: os.open(f"/proc/{init}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
+                 for ns in NAMESPACES_JOIN_ORDER}
+        if start_time(init) != spec.init_start:
+            raise OSError(errno.ESRCH, "the sandbox's init is gone")
+    with Step("entering the sandbox"):
+        libc.setns(nsfds["user"], libc.CLONE_NEWUSER)
+        become_ns_root()
+        for ns in NAMESPACES_JOIN_ORDER[1:]:
+            libc.setns(nsfds[ns], 0)
+            os.close(nsfds[ns])
+        os.chdir("/")
+    master = slave = None
+    if spec.tty:
+        with Step("opening a terminal"):
+            master, slave = os.openpty()
+            set_winsize(master, spec.rows, spec.cols)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            run(spec, err_w, slave, stdio)
+        except BaseException as e:  # noqa: BLE001
+            try:
+                os.write(err_w, str(e).encode()[:4000])
+            except OSError:
+                pass
+        os._exit(127)
+    os.close(err_w)
+    if slave is not None:
+        os.close(slave)
+    exec_error = read_all(err_r).decode(errors="replace") or None
+    report = Report(pid=pid, exec_error=exec_error)
+    send(socket.socket(fileno=report_fd), encode_report(report),
+         [master] if master is not None else [])
+    write_report(w, Report(pid=pid))
+
+
+def run(spec: ExecSpec, err_w: int, slave: int | None, stdio: list[int]) -> None:
+    """F: take the terminal or the pipes, become the user, exec the command. Why execve
+    failed (if it did) goes to `err_w`, which closes on exec."""
+    os.setsid()
+    if slave is not None:
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+        fds = [slave, slave, slave]
+    else:
+        fds = stdio
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+    close_fds_except({err_w})
+    user = spec.user
+    uid, gid, home, _shell = parse_passwd(user)
+    name = str(user) if not isinstance(user, int) else ""
+    os.setgroups(groups_of(name, gid) if name else [gid])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
+    cwd = spec.cwd or home
+    try:
+        os.chdir(cwd)
+    except OSError:
+        os.chdir("/")
+    env = {"PATH": DEFAULT_PATH, "HOME": home, "HOSTNAME": spec.hostname,
+           "LANG": "C.UTF-8", "USER": name or str(uid), "LOGNAME": name or str(uid)}
+    if slave is not None:
+        env["TERM"] = "xterm-256color"
+    env.update(spec.env or {})
+    argv = spec.argv
+    os.execve(which(argv[0], env["PATH"]), argv, env)
+
+
+def parse_passwd(user: str | int) -> tuple[int, int, str, str]:
+    """Resolve a user inside the sandbox from its own /etc/passwd (no NSS modules)."""
+    try:
+        with open("/etc/passwd") as f:
+            for line in f:
+                parts = line.rstrip("\n").split(":")
+                if len(parts) < 7:
+                    continue
+                if parts[0] == str(user) or (isinstance(user, int) and parts[2] == str(user)):
+                    return int(parts[2]), int(parts[3]), parts[5] or "/", parts[6] or "/bin/sh"
+    except (OSError, ValueError):
+        pass
+    if isinstance(user, int):
+        return user, user, "/", "/bin/sh"
+    raise OSError(errno.ENOENT, f"no user {user!r} in the sandbox's /etc/passwd")
+
+
+def groups_of(name: str, gid: int) -> list[int]:
+    groups = {gid}
+    try:
+        with open("/etc/group") as f:
+            for line in f:
+                parts = line.rstrip("\n").split(":")
+                if len(parts) >= 4 and name in parts[3].split(","):
+                    groups.add(int(parts[2]))
+    except (OSError, ValueError):
+        pass
+    return sorted(groups)
+
+
+def which(cmd: str, path: str) -> str:
+    if "/" in cmd:
+        return cmd
+    for d in path.split(":"):
+        candidate = f"{d or '.'}/{cmd}"
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise OSError(errno.ENOENT, f"{cmd}: command not found")

@@ -1,0 +1,87 @@
+"""The instructor's gradebook: learners x exercises of a course's labs, as a page and as
+a CSV export."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from flask import Blueprint, Response, abort, render_template
+from flask_login import current_user, login_required
+from sqlalchemy import select
+
+from . import labstore
+from .courses import course_for_member
+from .extensions import db
+from .models import Attempt, Course, ExerciseProgress
+
+bp = Blueprint("gradebook", __name__)
+
+
+def _gradebook(course: Course) -> dict:
+    """Learners x exercises of every usable lab of the course."""
+    labs = []
+    for cl in course.labs:
+        lab = labstore.load(cl.lab_id)
+        labs.append({"id": cl.lab_id, "lab": lab if lab is not None and lab.ok else None,
+                     "errors": [str(e) for e in lab.errors] if lab is not None else []})
+    columns = [(entry["id"], ex) for entry in labs if entry["lab"]
+               for ex in entry["lab"].ordered_exercises()]
+    rows = db.session.scalars(select(ExerciseProgress).where(
+        ExerciseProgress.course_id == course.id)).all()
+    by_learner: dict[int, dict] = {}
+    for r in rows:
+        by_learner.setdefault(r.user_id, {})[(r.lab_id, r.exercise_id)] = r
+    learners = []
+    for enrollment in course.enrollments:
+        cells = by_learner.get(enrollment.user_id, {})
+        learners.append({"user": enrollment.user,
+                         "cells": [cells.get((lab_id, ex.id)) for lab_id, ex in columns],
+                         "points": sum(c.points for c in cells.values()
+                                       if any(c.lab_id == l and c.exercise_id == e.id
+                                              for l, e in columns))})
+    max_points = sum(ex.points for _, ex in columns)
+    return {"labs": labs, "columns": columns, "learners": learners, "max_points": max_points}
+
+
+def _taught(course_id: int) -> Course:
+    course = course_for_member(course_id)
+    if not course.is_taught_by(current_user):
+        abort(403, description="Only the course's instructor sees its grades.")
+    return course
+
+
+@bp.route("/courses/<int:course_id>/grades")
+@login_required
+def show(course_id: int):
+    course = _taught(course_id)
+    recent = db.session.scalars(select(Attempt).where(Attempt.course_id == course.id)
+                                .order_by(Attempt.at.desc()).limit(50)).all()
+    return render_template("courses/grades.html", course=course, book=_gradebook(course),
+                           recent=recent)
+
+
+@bp.route("/courses/<int:course_id>/grades.csv")
+@login_required
+def export(course_id: int):
+    course = _taught(course_id)
+    book = _gradebook(course)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["learner"] + [f"{lab_id}/{ex.id} ({ex.points})"
+                                   for lab_id, ex in book["columns"]]
+                    + ["attempts", "hints used", "points", f"of {book['max_points']}"])
+    for learner in book["learners"]:
+        cells = learner["cells"]
+        writer.writerow([_csv_safe(learner["user"].username)]
+                        + [c.points if c else 0 for c in cells]
+                        + [sum(c.attempts for c in cells if c),
+                           sum(c.hints_used for c in cells if c), learner["points"], ""])
+    filename = f"grades-course-{course.id}.csv"
+    return Response(out.getvalue(), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def _csv_safe(text: str) -> str:
+    """Spreadsheets run cells that start with = + - @ as formulas."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
