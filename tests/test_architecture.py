@@ -140,3 +140,22 @@ def test_no_code_branches_on_error_text():
     for path in _sources():
         found += message_comparisons(path.read_text(), str(path.relative_to(ROOT)))
     assert not found, "compare the error's reason, not its text:\n" + "\n".join(found)
+
+
+def test_the_daemon_command_forks_its_spawner_without_the_rest_of_the_cli():
+    """`nslab sandboxd` forks its spawner from the CLI's own process and every sandbox and
+    exec is a fork of the spawner: the web app, the lab machinery, the benchmarks and the
+    daemon's HTTP client must not be in that process (a bigger heap slows every fork)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from nslab.cli import build_parser; import sandbox.main; "
+            "build_parser('sandboxd'); print('\\n'.join(sys.modules))")
+    loaded = set(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                text=True, cwd=ROOT).stdout.split())
+    heavy = {m for m in loaded if m.split(".")[0] in {"webapp", "flask", "sqlalchemy", "aiohttp",
+                                                       "yaml", "websocket", "pyroute2", "asyncio"}
+             or m.startswith(("nslab.labkit", "nslab.bench", "sandbox.client", "sandbox.daemon",
+                              "sandbox.engine"))}
+    assert not heavy, sorted(heavy)
+    assert "nslab.cli.daemon" in loaded and "nslab.cli.web" not in loaded

@@ -1,8 +1,5 @@
 """`nslab bench sandbox|terminal`: the benchmarks (nslab.bench), their options and how
-their figures are printed.
-
-The benchmarks are imported by the commands themselves: see the package's docstring for
-why the CLI imports little up front."""
+their figures are printed."""
 
 from __future__ import annotations
 
@@ -11,13 +8,15 @@ import os
 import sys
 from pathlib import Path
 
-from .common import CommandError, add_socket, client
+from nslab.bench.sandbox import bench_sandbox
+from nslab.bench.terminal import BenchError, bench_terminal, parse_counts
+from sandbox.client import Client
+
+from .common import CommandError, add_socket
 
 
 def cmd_bench_sandbox(args) -> int:
-    from nslab.bench.sandbox import bench_sandbox
-
-    result = bench_sandbox(client(args), count=args.count, background=args.background)
+    result = bench_sandbox(Client(args.socket), count=args.count, background=args.background)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -27,8 +26,6 @@ def cmd_bench_sandbox(args) -> int:
 
 
 def cmd_bench_terminal(args) -> int:
-    from nslab.bench.terminal import BenchError, bench_terminal, parse_counts
-
     password = args.password or os.environ.get("NSLAB_BENCH_PASSWORD") or \
         _demo_password(args.user)
     if not password:
@@ -68,7 +65,7 @@ def _demo_password(user: str) -> str | None:
 
 # ---------------------------------------------------------------- parser
 
-def add_commands(sub) -> None:
+def add_bench_commands(sub) -> None:
     b = sub.add_parser("bench", help="benchmarks")
     bs = b.add_subparsers(dest="bench_command", metavar="COMMAND")
     bs.required = True
@@ -99,3 +96,6 @@ def add_commands(sub) -> None:
     bst.add_argument("--quiet", action="store_true", help="no progress on stderr")
     bst.add_argument("--json", action="store_true")
     bst.set_defaults(func=cmd_bench_terminal)
+
+
+COMMANDS = {"bench": add_bench_commands}

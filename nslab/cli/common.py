@@ -1,5 +1,6 @@
-"""What the command groups share: the --socket option, the daemon's client, printing
-tables and JSON, and `CommandError` for bad input."""
+"""What the command groups share: the --socket option, printing tables and JSON, and
+`CommandError` for bad input. Light on purpose: `nslab sandboxd` imports it before it
+forks its spawner."""
 
 from __future__ import annotations
 
@@ -16,16 +17,6 @@ class CommandError(Exception):
 def add_socket(p: argparse.ArgumentParser) -> None:
     p.add_argument("--socket", help="sandboxd's Unix socket (default: $NSLAB_SOCKET or "
                    "/run/nslab/sandboxd.sock)")
-
-
-def client(args):
-    """The client of the daemon that --socket names."""
-    # Imported here, when a command talks to a daemon: `nslab sandboxd` forks its spawner
-    # from this process (sandbox.main), which should not carry the client's HTTP and
-    # WebSocket modules into every sandbox it forks.
-    from sandbox.client import Client
-
-    return Client(args.socket)
 
 
 def print_json(data) -> None:

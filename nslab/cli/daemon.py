@@ -65,3 +65,6 @@ def add_image_commands(sub) -> None:
     ib.add_argument("--suite", default="bookworm")
     ib.add_argument("--state-dir")
     ib.set_defaults(func=cmd_image_build)
+
+
+COMMANDS = {"sandboxd": add_sandboxd_command, "image": add_image_commands}

@@ -1,19 +1,18 @@
-"""`nslab lab validate|test`: prove a lab before a learner sees it (docs/authoring.md).
-
-The lab machinery (and YAML) is imported by the commands themselves: see the package's
-docstring for why the CLI imports little up front."""
+"""`nslab lab validate|test`: prove a lab before a learner sees it (docs/authoring.md)."""
 
 from __future__ import annotations
 
 import sys
 
-from .common import EXIT_ERROR, CommandError, add_socket, client
+from nslab.labkit.catalog import default_labs_dir, find_labs
+from nslab.labkit.loader import validate
+from nslab.labkit.replay import replay_lab
+from sandbox.client import Client
+
+from .common import EXIT_ERROR, CommandError, add_socket
 
 
 def cmd_lab_validate(args) -> int:
-    from nslab.labkit.catalog import find_labs
-    from nslab.labkit.loader import validate
-
     try:
         labs = validate(find_labs(args.path))
     except FileNotFoundError as e:
@@ -34,10 +33,6 @@ def cmd_lab_validate(args) -> int:
 
 
 def cmd_lab_test(args) -> int:
-    from nslab.labkit.catalog import default_labs_dir, find_labs
-    from nslab.labkit.loader import validate
-    from nslab.labkit.replay import replay_lab
-
     base = default_labs_dir()
     paths = [p for name in args.labs for p in find_labs(name if "/" in name else base / name)] \
         if args.labs else find_labs(None)
@@ -48,7 +43,7 @@ def cmd_lab_test(args) -> int:
             print(err, file=sys.stderr)
     if broken:
         raise CommandError("fix the errors above first (`nslab lab validate`)")
-    daemon = client(args)
+    daemon = Client(args.socket)
     daemon.info()  # a clear "cannot reach sandboxd" before any lab starts
     ok = True
     for lab in labs:
@@ -60,7 +55,7 @@ def cmd_lab_test(args) -> int:
 
 # ---------------------------------------------------------------- parser
 
-def add_commands(sub) -> None:
+def add_lab_commands(sub) -> None:
     lb = sub.add_parser("lab", help="check labs before learners see them")
     lbs = lb.add_subparsers(dest="lab_command", required=True)
     lv = lbs.add_parser("validate", help="report every error of a lab (or of all labs) as "
@@ -76,3 +71,6 @@ def add_commands(sub) -> None:
     lt.add_argument("--keep", action="store_true", help="keep the sandboxes for a look")
     add_socket(lt)
     lt.set_defaults(func=cmd_lab_test)
+
+
+COMMANDS = {"lab": add_lab_commands}

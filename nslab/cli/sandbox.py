@@ -14,17 +14,18 @@ import threading
 import tty as ttymod
 from contextlib import contextmanager
 
+from sandbox.client import Client, StreamClosed
 from sandbox.errors import SandboxError
 from sandbox.protocol import Channel
 
-from .common import add_socket, client, print_json, table
+from .common import add_socket, print_json, table
 
 
 def cmd_create(args) -> int:
     params = {"image": args.image, "cpus": args.cpus, "memory": args.memory, "pids": args.pids,
               "disk": args.disk, "hostname": args.hostname, "home": args.home,
               "cpu_weight": args.cpu_weight, "cpuset": args.cpuset, "swap": args.swap}
-    sb = client(args).create(**params)
+    sb = Client(args.socket).create(**params)
     if args.json:
         print_json(sb)
     else:
@@ -33,7 +34,7 @@ def cmd_create(args) -> int:
 
 
 def cmd_ls(args) -> int:
-    boxes = client(args).list()
+    boxes = Client(args.socket).list()
     if args.json:
         print_json(boxes)
         return 0
@@ -44,12 +45,12 @@ def cmd_ls(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    print_json(client(args).inspect(args.id))
+    print_json(Client(args.socket).inspect(args.id))
     return 0
 
 
 def cmd_stats(args) -> int:
-    s = client(args).stats(args.id)
+    s = Client(args.socket).stats(args.id)
     if args.json:
         print_json(s)
         return 0
@@ -71,19 +72,19 @@ def cmd_stats(args) -> int:
 
 
 def cmd_rm(args) -> int:
-    daemon = client(args)
+    daemon = Client(args.socket)
     for sid in args.ids:
         daemon.destroy(sid, purge=args.purge)
     return 0
 
 
 def cmd_stop(args) -> int:
-    client(args).stop(args.id)
+    Client(args.socket).stop(args.id)
     return 0
 
 
 def cmd_start(args) -> int:
-    client(args).start(args.id)
+    Client(args.socket).start(args.id)
     return 0
 
 
@@ -104,7 +105,7 @@ def cmd_exec(args) -> int:
     rows, cols = 24, 80
     if tty and sys.stdout.isatty():
         cols, rows = os.get_terminal_size(sys.stdout.fileno())
-    daemon = client(args)
+    daemon = Client(args.socket)
     info = daemon.exec(args.id, argv, tty=tty, user=user, cwd=args.workdir, env=env,
                        rows=rows, cols=cols)
     with _raw_terminal(tty and sys.stdin.isatty()), daemon.attach(info["id"]) as stream:
@@ -164,8 +165,6 @@ def _pump_stdin(stream) -> None:
 def _relay_output(stream) -> int:
     """The process's stdout and stderr to ours until its exit frame; its exit code (a
     signal N as 128+N, as a shell reports it; 255 if the stream ended without one)."""
-    from sandbox.client import StreamClosed  # with the client itself (see common.client)
-
     out, err = sys.stdout.buffer, sys.stderr.buffer
     while True:
         try:
@@ -187,7 +186,7 @@ def _relay_output(stream) -> int:
 
 # ---------------------------------------------------------------- parser
 
-def add_commands(sub) -> None:
+def add_sandbox_commands(sub) -> None:
     s = sub.add_parser("sandbox", help="create and use sandboxes")
     ss = s.add_subparsers(dest="sandbox_command", metavar="COMMAND")
     ss.required = True
@@ -241,3 +240,6 @@ def add_commands(sub) -> None:
     rm.add_argument("--purge", action="store_true", help="also delete the home volume")
     rm.add_argument("ids", nargs="+", metavar="ID")
     rm.set_defaults(func=cmd_rm)
+
+
+COMMANDS = {"sandbox": add_sandbox_commands}

@@ -1,9 +1,6 @@
 """`nslab db upgrade`, `nslab user add`, `nslab course create|enroll`, `nslab demo` and
 `nslab serve`: the web app's administration, on the database that DATABASE_URL (or
-NSLAB_INSTANCE) names, and serving it under gunicorn.
-
-The web app (Flask, SQLAlchemy, Alembic) is imported inside these commands only: the
-daemon and the sandbox commands never load it."""
+NSLAB_INSTANCE) names, and serving it under gunicorn."""
 
 from __future__ import annotations
 
@@ -14,7 +11,16 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from flask import current_app
+from flask_migrate import upgrade
+
 from sandbox.errors import SandboxError
+from webapp import create_app, services
+from webapp.extensions import db
+from webapp.models import Course, User
+from webapp.services import ServiceError
 
 from .common import CommandError
 
@@ -23,10 +29,6 @@ from .common import CommandError
 def _webapp(require_schema: bool = True):
     """An app context on the database that DATABASE_URL (or NSLAB_INSTANCE) names. A
     ServiceError inside becomes a CommandError, and nothing of the transaction is kept."""
-    from webapp import create_app
-    from webapp.extensions import db
-    from webapp.services import ServiceError
-
     app = create_app()
     with app.app_context():
         if require_schema:
@@ -39,10 +41,6 @@ def _webapp(require_schema: bool = True):
 
 
 def _check_schema(db) -> None:
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-    from flask import current_app
-
     config = current_app.extensions["migrate"].migrate.get_config()
     head = ScriptDirectory.from_config(config).get_current_head()
     with db.engine.connect() as conn:
@@ -57,12 +55,8 @@ def _check_schema(db) -> None:
 
 
 def cmd_db_upgrade(args) -> int:
-    from flask_migrate import upgrade
-
     with _webapp(require_schema=False) as db:
         upgrade()
-        from alembic.runtime.migration import MigrationContext
-
         with db.engine.connect() as conn:
             revision = MigrationContext.configure(conn).get_current_revision()
         print(f"database {db.engine.url.render_as_string(hide_password=True)} is at "
@@ -77,8 +71,6 @@ def cmd_user_add(args) -> int:
             raise CommandError("--password-stdin: no password on standard input")
     else:
         password = secrets.token_urlsafe(12)
-    from webapp import services
-
     with _webapp() as db:
         user = services.create_user(args.name, password, args.role)
         db.session.commit()
@@ -88,9 +80,6 @@ def cmd_user_add(args) -> int:
 
 
 def cmd_course_create(args) -> int:
-    from webapp import services
-    from webapp.models import User
-
     with _webapp() as db:
         instructor = User.by_name(args.instructor)
         if instructor is None:
@@ -102,9 +91,6 @@ def cmd_course_create(args) -> int:
 
 
 def cmd_course_enroll(args) -> int:
-    from webapp import services
-    from webapp.models import Course, User
-
     with _webapp() as db:
         course = Course.by_code(args.code)
         if course is None:
@@ -124,11 +110,6 @@ DEMO_LABS = ("namespaces", "cgroups")
 
 def cmd_demo(args) -> int:
     """Demo accounts and course, made once; prints the same credentials every run."""
-    from flask import current_app
-
-    from webapp import services
-    from webapp.models import Course, User
-
     with _webapp() as db:
         path = Path(current_app.instance_path) / "demo-credentials.json"
         creds = json.loads(path.read_text()) if path.exists() else {}
@@ -175,15 +156,18 @@ def cmd_serve(args) -> int:
 
 # ---------------------------------------------------------------- parser
 
-def add_admin_commands(sub) -> None:
-    # The web app's commands find the database through DATABASE_URL, else the SQLite file
-    # in NSLAB_INSTANCE (default ./instance); see webapp/config.py.
+# The web app's commands find the database through DATABASE_URL, else the SQLite file in
+# NSLAB_INSTANCE (default ./instance); see webapp/config.py.
+
+def add_db_commands(sub) -> None:
     dbp = sub.add_parser("db", help="the web app's database")
     dbs = dbp.add_subparsers(dest="db_command", metavar="COMMAND")
     dbs.required = True
     dbu = dbs.add_parser("upgrade", help="create or migrate the tables to the latest schema")
     dbu.set_defaults(func=cmd_db_upgrade)
 
+
+def add_user_commands(sub) -> None:
     u = sub.add_parser("user", help="web app accounts")
     us = u.add_subparsers(dest="user_command", metavar="COMMAND")
     us.required = True
@@ -195,6 +179,8 @@ def add_admin_commands(sub) -> None:
     ua.add_argument("name")
     ua.set_defaults(func=cmd_user_add)
 
+
+def add_course_commands(sub) -> None:
     co = sub.add_parser("course", help="web app courses")
     cos = co.add_subparsers(dest="course_command", metavar="COMMAND")
     cos.required = True
@@ -207,6 +193,8 @@ def add_admin_commands(sub) -> None:
     ce.add_argument("name", metavar="NAME")
     ce.set_defaults(func=cmd_course_enroll)
 
+
+def add_demo_command(sub) -> None:
     dm = sub.add_parser("demo", help="make the demo course and accounts (once) and print them")
     dm.set_defaults(func=cmd_demo)
 
@@ -220,3 +208,7 @@ def add_serve_command(sub) -> None:
     sv.add_argument("--threads", type=int, default=256,
                     help="worker threads; one per open page (default 256)")
     sv.set_defaults(func=cmd_serve)
+
+
+COMMANDS = {"db": add_db_commands, "user": add_user_commands, "course": add_course_commands,
+            "demo": add_demo_command, "serve": add_serve_command}
