@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import InvalidRequest
 from .protocol import DEFAULT_DAEMON_NAME as DEFAULT_NAME
-from .protocol import DEFAULT_RUN_DIR, default_socket_path  # noqa: F401 - re-exported
+from .protocol import DEFAULT_RUN_DIR
 
 DEFAULT_STATE_DIR = Path("/var/lib/nslab")
 DEFAULT_SUBNET = "10.213.0.0/16"
