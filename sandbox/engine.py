@@ -196,11 +196,11 @@ class Engine:
         if req.home and any(r.home == req.home for r in self.records.values()):
             raise Conflict(f"home {req.home!r} is in use by another sandbox", field="home",
                            reason=Reason.IN_USE)
+        if req.cpuset:
+            self._check_cpuset(req.cpuset)
         limits = Limits(cpus=req.cpus, cpu_weight=req.cpu_weight, cpuset=req.cpuset,
                         memory=req.memory, swap=req.swap, pids=req.pids, io_weight=req.io_weight)
         limits.validate()
-        if req.cpuset:
-            self._check_cpuset(req.cpuset)
         slot = self.pool.take()  # from here on, every path ends in the try below
         sid = slot.id if slot else secrets.token_hex(6)
         rec = SandboxRecord(id=sid, image=image.name, hostname=req.hostname or f"sb-{sid[:8]}",
@@ -226,7 +226,11 @@ class Engine:
 
     def _check_cpuset(self, cpuset: str) -> None:
         online = Path("/sys/devices/system/cpu/online").read_text().strip()
-        if not procfs.parse_cpulist(cpuset) <= procfs.parse_cpulist(online):
+        try:
+            wanted = procfs.parse_cpulist(cpuset)
+        except ValueError:  # a reversed or absurd range names no CPU this host has either
+            wanted = set()
+        if not wanted or not wanted <= procfs.parse_cpulist(online):
             raise InvalidRequest(f"cpuset {cpuset!r} names CPUs this host does not have "
                                  f"(online: {online})", field="cpuset")
 

@@ -7,6 +7,8 @@ errno to a person.
 
 from __future__ import annotations
 
+import errno
+
 from .protocol import Reason
 
 
@@ -91,11 +93,16 @@ KINDS = {cls.code: cls for cls in (InvalidRequest, NotFound, Conflict, TooLarge,
                                   HostUnsupported, DaemonUnavailable)}
 
 
+# An answer that names no kind we know (aiohttp's own 404 for a route that does not match, a
+# proxy's 503 in front of the TCP listener) is read by its status, as callers always have.
+_KIND_BY_STATUS = {404: NotFound, 503: DaemonUnavailable}
+
+
 def from_json(payload: dict, status: int) -> SandboxError:
     """The error an answer of the daemon describes, of the kind it named (the client's
     half of `SandboxError.to_json`). A reason this side does not know (a newer daemon)
     becomes the kind's default reason rather than failing."""
-    cls = KINDS.get(payload.get("error"), SandboxError)
+    cls = KINDS.get(payload.get("error")) or _KIND_BY_STATUS.get(status, SandboxError)
     try:
         reason = Reason(payload.get("reason") or cls.default_reason)
     except ValueError:
@@ -108,8 +115,6 @@ def from_json(payload: dict, status: int) -> SandboxError:
 
 def explain_oserror(what: str, err: OSError) -> SandboxError:
     """Turn an OSError from a kernel operation into a message a person can act on."""
-    import errno
-
     hints = {
         errno.EPERM: "operation not permitted: sandboxd must run as root, and user "
         "namespaces must be enabled (sysctl user.max_user_namespaces > 0; on Ubuntu, "

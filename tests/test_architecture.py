@@ -159,3 +159,30 @@ def test_the_daemon_command_forks_its_spawner_without_the_rest_of_the_cli():
                               "sandbox.engine"))}
     assert not heavy, sorted(heavy)
     assert "nslab.cli.daemon" in loaded and "nslab.cli.web" not in loaded
+
+
+def _imports(path: Path) -> list[str]:
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.append(node.module)
+    return out
+
+
+def test_lab_checks_import_only_the_check_api():
+    """A lab's checks.py is not a package, so import-linter does not see it: it may use the
+    standard library, the lab machinery and the daemon's client, never an engine module or
+    the web app (checks run in the web app, which is not root)."""
+    import sys
+
+    allowed = ("nslab.labkit", *UNPRIVILEGED)
+    bad = []
+    for path in sorted((ROOT / "labs").glob("*/checks.py")):
+        for name in _imports(path):
+            if name.split(".")[0] in sys.stdlib_module_names or name == "__future__" or \
+                    any(name == a or name.startswith(a + ".") for a in allowed):
+                continue
+            bad.append(f"{path.relative_to(ROOT)}: import {name}")
+    assert not bad, bad

@@ -67,7 +67,7 @@ def create_app(config: Config | Mapping | None = None) -> Flask:
     progress.init_app(app)  # one check at a time per learner
     # The daemon's client, the activity tracker, the idle sweeper (started with the first
     # request served) and the /terminal namespace. After socketio.init_app: the namespace
-    # goes onto this app's socket.io server, replacing the previous app's in this process.
+    # goes onto the socket.io server init_app just made for this app.
     sandboxes.init_app(app, socketio)
 
     @app.after_request

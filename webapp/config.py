@@ -42,7 +42,7 @@ class Config:
                                "connect-src 'self'; object-src 'none'; base-uri 'self'; "
                                "form-action 'self'; frame-ancestors 'none'")
 
-    # Idle stop (webapp/idle.py): the sweeper starts with the first request the app serves
+    # Idle stop (webapp/sandboxes/idle.py): the sweeper starts with the first request the app serves
     # (never in the admin commands); it looks every IDLE_SWEEP_INTERVAL seconds at most
     # and writes a sandbox's last activity to the database at most every
     # IDLE_PERSIST_INTERVAL seconds (keystrokes are only noted in memory).

@@ -1,4 +1,4 @@
-"""gunicorn settings for `nslab serve` (nslab/cli.py passes this module with --config)."""
+"""gunicorn settings for `nslab serve` (nslab/cli/web.py passes this module with --config)."""
 
 from __future__ import annotations
 

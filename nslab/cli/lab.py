@@ -34,8 +34,11 @@ def cmd_lab_validate(args) -> int:
 
 def cmd_lab_test(args) -> int:
     base = default_labs_dir()
-    paths = [p for name in args.labs for p in find_labs(name if "/" in name else base / name)] \
-        if args.labs else find_labs(None)
+    try:
+        paths = [p for name in args.labs for p in find_labs(name if "/" in name else base / name)] \
+            if args.labs else find_labs(None)
+    except FileNotFoundError as e:
+        raise CommandError(str(e)) from None
     labs = validate(paths)
     broken = [lab for lab in labs if lab.errors]
     for lab in broken:
