@@ -36,8 +36,15 @@ WEIGHT_MIN, WEIGHT_MAX = 1, 10_000  # CGROUP_WEIGHT_MIN/MAX, linux/cgroup.h
 _COMPONENT_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@:+-]{0,127}")
 
 # Keys of stats() and of tree()'s "usage"; a value is None where this host cannot tell.
+# pids_events_max: forks refused because a pids limit was reached (pids.events "max"), so
+# a check can tell a fork bomb that hit the limit from a limit lowered under running
+# processes. cpu_nr_periods, cpu_nr_throttled, cpu_throttled_ns: the CFS bandwidth
+# statistics of cpu.stat (periods with the group runnable, periods it ran out of quota,
+# time it waited for the next period), which a check under load can trust more than a
+# short measurement of the usage.
 STAT_KEYS = ("cpu_usage_ns", "memory_current", "memory_peak", "memory_limit", "oom_kills",
-             "pids_current", "pids_limit", "cpus", "frozen")
+             "pids_current", "pids_limit", "pids_events_max", "cpus", "frozen",
+             "cpu_nr_periods", "cpu_nr_throttled", "cpu_throttled_ns")
 
 
 def check_group(group: str) -> str:

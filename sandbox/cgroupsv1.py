@@ -320,8 +320,14 @@ class CgroupsV1(CgroupManager):
         if pids is not None:
             out["pids_current"] = int_or_none(self._read(pids / "pids.current"))
             out["pids_limit"] = int_or_none(self._read(pids / "pids.max"))
+            out["pids_events_max"] = keyed(self._read(pids / "pids.events")).get("max")
         if cpu is not None:
             out["cpus"] = self._cpus(cpu)
+            # v1 counts the throttled time in nanoseconds.
+            stat = keyed(self._read(cpu / "cpu.stat"))
+            out["cpu_nr_periods"] = stat.get("nr_periods")
+            out["cpu_nr_throttled"] = stat.get("nr_throttled")
+            out["cpu_throttled_ns"] = stat.get("throttled_time")
         if (freezer := self._dir("freezer", group)) is not None:
             out["frozen"] = (self._read(freezer / "freezer.state") or "").strip() == "FROZEN"
         return out

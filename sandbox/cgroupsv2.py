@@ -226,9 +226,15 @@ class CgroupsV2(CgroupManager):
     def _usage(self, group: str) -> dict:
         g = self.root / group
         out = dict.fromkeys(STAT_KEYS)
-        stat = self._read(g / "cpu.stat")
-        if stat is not None and "usage_usec" in (values := keyed(stat)):
-            out["cpu_usage_ns"] = values["usage_usec"] * 1000
+        stat = keyed(self._read(g / "cpu.stat"))
+        if "usage_usec" in stat:
+            out["cpu_usage_ns"] = stat["usage_usec"] * 1000
+        # The bandwidth lines are there only where the cpu controller is enabled for the
+        # group; v2 counts the throttled time in microseconds.
+        out["cpu_nr_periods"] = stat.get("nr_periods")
+        out["cpu_nr_throttled"] = stat.get("nr_throttled")
+        if "throttled_usec" in stat:
+            out["cpu_throttled_ns"] = stat["throttled_usec"] * 1000
         out["memory_current"] = int_or_none(self._read(g / "memory.current"))
         out["memory_peak"] = int_or_none(self._read(g / "memory.peak"))  # Linux 5.19+
         out["memory_limit"] = int_or_none(self._read(g / "memory.max"))
@@ -237,6 +243,7 @@ class CgroupsV2(CgroupManager):
             out["oom_kills"] = keyed(events).get("oom_kill")
         out["pids_current"] = int_or_none(self._read(g / "pids.current"))
         out["pids_limit"] = int_or_none(self._read(g / "pids.max"))
+        out["pids_events_max"] = keyed(self._read(g / "pids.events")).get("max")
         out["cpus"] = self._limits(group).get("cpus")
         out["frozen"] = keyed(self._read(g / "cgroup.events")).get("frozen") == 1
         return out

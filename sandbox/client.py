@@ -23,7 +23,7 @@ import struct
 import websocket
 
 from .errors import DaemonUnavailable, NotFound, SandboxError, from_json
-from .protocol import API_PREFIX, Channel, Reason, default_socket_path
+from .protocol import API_PREFIX, Channel, Reason, RunFacts, default_socket_path
 
 CONNECT_TIMEOUT = 10.0
 
@@ -156,13 +156,17 @@ class Client:
         return self.request("POST", f"/sandboxes/{quote(sid, safe='')}/exec", body)
 
     def run(self, sid: str, argv: list[str], *, stdin: str = "", timeout: float = 10.0,
-            user=0, cwd=None, env=None) -> dict:
-        """Run a command to completion; {"exit_code", "stdout", "stderr", "timed_out"}."""
+            user=0, cwd=None, env=None, trace: list[str] | None = None) -> RunFacts:
+        """Run a command to completion; `protocol.RunFacts` ({"exit_code", "stdout",
+        "stderr", "timed_out", ...}). `trace`: system call names (from
+        `protocol.TRACEABLE_SYSCALLS`) to record with the host's strace, in "syscalls"."""
         body = {"argv": argv, "stdin": stdin, "timeout": timeout, "user": user}
         if cwd:
             body["cwd"] = cwd
         if env:
             body["env"] = env
+        if trace is not None:
+            body["trace"] = trace  # as given: the daemon checks it
         return self.request("POST", f"/sandboxes/{quote(sid, safe='')}/run", body,
                             timeout=timeout + 30)
 

@@ -31,8 +31,8 @@ from . import files, sessions
 from .config import HostConfig
 from .engine import Engine
 from .errors import InvalidRequest, SandboxError
-from .payloads import CreateRequest, ExecRequest, FileQuery, check_sandbox_id
-from .protocol import API_PREFIX, Channel, CloseCode, Reason
+from .payloads import CreateRequest, ExecRequest, FileQuery, check_sandbox_id, parse_trace
+from .protocol import API_PREFIX, Channel, CloseCode, Reason, RunFacts
 from .spawner.client import SpawnerClient
 
 log = logging.getLogger("nslab.sandboxd")
@@ -206,7 +206,7 @@ class Daemon:
 
     async def run(self, request):
         body = await _body(request)
-        extra = {k: body.pop(k) for k in ("stdin", "timeout", "limit") if k in body}
+        extra = {k: body.pop(k) for k in ("stdin", "timeout", "limit", "trace") if k in body}
         req = ExecRequest.from_json(body)
         if req.tty:
             raise InvalidRequest("run captures output; use exec for a terminal", field="tty")
@@ -219,16 +219,20 @@ class Daemon:
         limit = extra.get("limit", 1 << 20)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= 16 << 20:
             raise InvalidRequest("limit must be between 1 byte and 16 MiB", field="limit")
+        trace = parse_trace(extra.get("trace"))
         result = await self.engine.run(request.match_info["sid"], req, stdin=stdin.encode(),
-                                       timeout=float(timeout), limit=limit)
-        return _json({
+                                       timeout=float(timeout), limit=limit, trace=trace)
+        answer: RunFacts = {
             "exit_code": result["exit_code"], "timed_out": result["timed_out"],
             "truncated": result["truncated"],
             "stdout": result["stdout"].decode(errors="replace"),
             "stderr": result["stderr"].decode(errors="replace"),
             "stdout_b64": base64.b64encode(result["stdout"]).decode(),
             "stderr_b64": base64.b64encode(result["stderr"]).decode(),
-        })
+            "syscalls": result.get("syscalls"),
+            "trace_truncated": result.get("trace_truncated", False),
+        }
+        return _json(answer)
 
     async def exec_info(self, request):
         return _json(self.engine.session(request.match_info["eid"]).info())

@@ -39,8 +39,9 @@ from .payloads import CreateRequest, ExecRequest, FileQuery, check_sandbox_id
 from .protocol import InspectFacts, NetNamespaceFacts, ProcessFacts, Reason, SocketFacts
 from .sessions import ExecSession
 from .spawner.client import SpawnerClient
-from .spawner.spec import Bind, BootSpec, ExecSpec, Layer
+from .spawner.spec import GO, Bind, BootSpec, ExecSpec, Layer
 from .storage import Storage
+from .tracing import Tracer
 from .uids import UidBlocks, uid_base
 from .warm import WarmPool, WarmSlot
 
@@ -510,13 +511,15 @@ class Engine:
 
     # ------------------------------------------------------------------ exec
 
-    async def exec(self, sid: str, req: ExecRequest) -> ExecSession:
+    async def exec(self, sid: str, req: ExecRequest, *, hold: bool = False) -> ExecSession:
+        """Start a process in the sandbox; `hold`: it waits before its exec until a byte
+        (spec.GO) is written to `session.handle.go` (a traced run)."""
         rec = self._running(sid)
         spec = ExecSpec(
             init_pid=rec.init_pid, init_start=rec.init_start,
             cgroup_files=self.cgroups.exec_procs_files(rec.group),
             argv=req.argv, tty=req.tty, user=req.user, cwd=req.cwd,
-            env=req.env, rows=req.rows, cols=req.cols, hostname=rec.hostname)
+            env=req.env, rows=req.rows, cols=req.cols, hostname=rec.hostname, hold=hold)
         handle = await self.spawner.exec(spec)
         session = ExecSession(sandbox_id=sid, handle=handle, tty=req.tty, argv=req.argv)
         self.sessions[session.id] = session
@@ -549,12 +552,40 @@ class Engine:
                 self.forget_session(s.id)
 
     async def run(self, sid: str, req: ExecRequest, *, stdin: bytes = b"", timeout: float = 10.0,
-                  limit: int = 1 << 20) -> dict:
-        """Run a command to completion (for graders): exit code and bounded output."""
-        session = await self.exec(sid, req)
+                  limit: int = 1 << 20, trace: list[str] | None = None) -> dict:
+        """Run a command to completion (for graders): exit code and bounded output; with
+        `trace`, under the host's strace, and the calls it saw (`sandbox/tracing.py`)."""
+        if not trace:
+            session = await self.exec(sid, req)
+            try:
+                return await session.collect(stdin=stdin, timeout=timeout, limit=limit)
+            finally:
+                self.forget_session(session.id)
+        tracer = Tracer(trace)  # finds the host's strace: without it nothing runs
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        session = await self.exec(sid, req, hold=True)
+        h = session.handle
         try:
-            return await session.collect(stdin=stdin, timeout=timeout, limit=limit)
+            root_pid = None
+            try:
+                if h.go is None:
+                    raise SandboxError("the spawner did not hold the process for its tracer")
+                if not h.exec_error:  # else it failed before it could wait: nothing to trace
+                    root_pid = procfs.inside_pid(h.pid)
+                    await tracer.attach(h.pid, max(0.1, deadline - loop.time()))
+                    os.write(h.go, GO)
+            finally:
+                # Closed unwritten (attach failed), the process exits without its exec.
+                if h.go is not None:
+                    os.close(h.go)
+                    h.go = None
+            result = await session.collect(stdin=stdin, limit=limit,
+                                           timeout=max(0.1, deadline - loop.time()))
+            result["syscalls"], result["trace_truncated"] = await tracer.finish(h.pid, root_pid)
+            return result
         finally:
+            await tracer.stop()
             self.forget_session(session.id)
 
     # ------------------------------------------------------------------ host-side facts
@@ -582,30 +613,29 @@ class Engine:
         sockets: list[SocketFacts] = []
         for ns, pid in netns_seen.items():
             sockets += [{**s, "netns": ns} for s in self.network.listening_sockets(pid)]
-        net_namespaces = await asyncio.to_thread(self._net_namespaces, netns_seen)
+        # Every network namespace a process of the sandbox is in, with its interfaces (a
+        # learner's own namespaces too: graders see a veth they made, and its peer, from
+        # the host), read together so that veth peers name each other's namespace.
+        interfaces = await asyncio.to_thread(self.network.interfaces, netns_seen)
+        net_namespaces: list[NetNamespaceFacts] = [
+            {"inode": ns, "host_pid": pid, "addresses": interfaces[ns]}
+            for ns, pid in netns_seen.items() if ns in interfaces]
+        init_net = next((p["namespaces"].get("net") for p in procs
+                         if p["host_pid"] == rec.init_pid), None)
+        if init_net in interfaces:
+            addresses = interfaces[init_net]
+        else:  # the init is gone (this raises NotFound) or its netns could not be read
+            addresses = await asyncio.to_thread(self.network.addresses, rec.init_pid)
         uts_namespaces = await asyncio.to_thread(procfs.uts_hostnames, procs)
         return {
             "id": rec.id, "state": rec.state, "hostname": rec.hostname,
             "init_pid": rec.init_pid, "uid_base": rec.uid_base, "uid_count": UID_BLOCK,
             "cgroup_version": self.cgroups.version, "cgroup": rec.group,
             "processes": procs, "cgroups": self.cgroups.tree(rec.group),
-            "sockets": sockets,
-            "addresses": await asyncio.to_thread(self.network.addresses, rec.init_pid),
+            "sockets": sockets, "addresses": addresses,
             "address": rec.address, "limits": rec.limits, "disk": rec.disk,
             "net_namespaces": net_namespaces, "uts_namespaces": uts_namespaces,
         }
-
-    def _net_namespaces(self, seen: dict[int, int]) -> list[NetNamespaceFacts]:
-        """Every network namespace a process of the sandbox is in, with its interfaces
-        (a learner's own namespaces too: graders see a veth they made from the host)."""
-        out: list[NetNamespaceFacts] = []
-        for inode, pid in seen.items():
-            try:
-                addresses = self.network.addresses(pid)
-            except SandboxError:  # the process exited meanwhile
-                continue
-            out.append({"inode": inode, "host_pid": pid, "addresses": addresses})
-        return out
 
     def port(self, sid: str, port: int) -> dict:
         """Where the host reaches TCP `port` of the sandbox, and whether it listens yet."""

@@ -64,7 +64,7 @@ from .errors import (
     explain_oserror,
 )
 from .nsenter import in_netns
-from .protocol import InterfaceFacts, Reason
+from .protocol import InterfaceFacts, Reason, VethPeer
 
 SYSFS_NET = Path("/sys/class/net")
 
@@ -633,31 +633,88 @@ table bridge {t} {{
         return result
 
     def addresses(self, pid: int) -> list[InterfaceFacts]:
-        """Interfaces of the net namespace of `pid` with their IP addresses."""
+        """Interfaces of the net namespace of `pid` with their IP addresses (a veth's peer
+        elsewhere has `netns` None: only this namespace is known here)."""
         ns_fd = self._open_netns(pid)
+        try:
+            return self._interfaces(os.fstat(ns_fd).st_ino, ns_fd, {}, pid)
+        finally:
+            os.close(ns_fd)
 
+    def interfaces(self, namespaces: dict[int, int]) -> dict[int, list[InterfaceFacts]]:
+        """The interfaces of each network namespace in `namespaces` (inode -> the host pid
+        of a process in it), by inode; a namespace whose process has gone is left out.
+
+        Each veth's `peer` names the namespace of its other end by inode when that is one
+        of `namespaces`. The kernel tells a veth's peer as IFLA_LINK (its ifindex) and
+        IFLA_LINK_NETNSID (an id of the peer's namespace that is local to the namespace
+        read, absent when the peer is in that same namespace). To turn the id into an
+        inode, the reader asks the kernel (RTM_GETNSID, inside the namespace read) for
+        the id of each of the other namespaces, by the fds opened here: the kernel's own
+        mapping, which nothing inside can forge (an id names one namespace, and the
+        link dump has just assigned one to every peer's namespace).
+        """
+        fds: dict[int, int] = {}
+        try:
+            for inode, pid in namespaces.items():
+                try:
+                    fd = self._open_netns(pid)
+                except NotFound:
+                    continue  # the process exited meanwhile
+                # The pid may have been reused by a process elsewhere: keep the fd only
+                # if it is the namespace the caller named.
+                if os.fstat(fd).st_ino != inode:
+                    os.close(fd)
+                    continue
+                fds[inode] = fd
+            out = {}
+            for inode, fd in fds.items():
+                out[inode] = self._interfaces(inode, fd, fds, namespaces[inode])
+            return out
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+
+    def _interfaces(self, inode: int, ns_fd: int, others: dict[int, int],
+                    pid: int) -> list[InterfaceFacts]:
         def read():
             with IPRoute() as ipr:
-                return ipr.get_links(), ipr.get_addr()
+                links, addrs = ipr.get_links(), ipr.get_addr()
+                # After the link dump: it assigns the ids that peers' namespaces lack.
+                ids = {}
+                for other, fd in others.items():
+                    if other == inode:
+                        continue
+                    nsid = _signed32((ipr.get_netnsid(fd=fd) or {}).get("nsid"))
+                    if nsid is not None and nsid >= 0:
+                        ids[nsid] = other
+                return links, addrs, ids
 
         try:
-            links, addrs = in_netns(ns_fd, read)
+            links, addrs, ids = in_netns(ns_fd, read)
         except NetlinkError as e:
             raise _netlink_failure(f"reading the interfaces of process {pid}", e) from None
         except OSError as e:
             raise explain_oserror(f"entering the network namespace of process {pid}", e) from None
-        finally:
-            os.close(ns_fd)
         result: dict[int, InterfaceFacts] = {}
         for link in links:
+            kind = link.get(("linkinfo", "kind"))
+            peer: VethPeer | None = None
+            peer_index = link.get("IFLA_LINK")
+            if kind == "veth" and peer_index is not None:
+                nsid = _signed32(link.get("IFLA_LINK_NETNSID"))
+                # No IFLA_LINK_NETNSID: the peer is in this same namespace.
+                peer = {"netns": inode if nsid is None else ids.get(nsid),
+                        "ifindex": peer_index}
             result[link["index"]] = {
                 "ifname": link.get("IFLA_IFNAME"),
                 "index": link["index"],
                 "mac": link.get("IFLA_ADDRESS"),
                 "up": bool(link["flags"] & IFF_UP),
                 "operstate": link.get("IFLA_OPERSTATE"),
-                "kind": link.get(("linkinfo", "kind")),
+                "kind": kind,
                 "addresses": [],
+                "peer": peer,
             }
         for addr in addrs:
             entry = result.get(addr["index"])
@@ -668,6 +725,14 @@ table bridge {t} {{
             entry["addresses"].append({"family": family, "address": address,
                                        "prefixlen": addr["prefixlen"]})
         return list(result.values())
+
+
+def _signed32(value: int | None) -> int | None:
+    """A netns id as the kernel means it: an s32 (-1, not assigned, may come back as
+    4294967295)."""
+    if value is None:
+        return None
+    return value - (1 << 32) if value >= 1 << 31 else value
 
 
 def _proc_net_address(hexed: str) -> str:

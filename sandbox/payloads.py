@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import InvalidRequest
+from .protocol import TRACEABLE_SYSCALLS
 
 KIB, MIB, GIB, TIB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
 _UNITS = {"": 1, "b": 1, "k": KIB, "kb": KIB, "kib": KIB, "m": MIB, "mb": MIB, "mib": MIB,
@@ -186,6 +187,23 @@ class ExecRequest:
         rows = _number(p, "rows", lo=1, hi=1000, integer=True) or 24
         cols = _number(p, "cols", lo=1, hi=1000, integer=True) or 80
         return cls(argv=argv, tty=tty, user=user, cwd=cwd, env=env, rows=rows, cols=cols)
+
+
+def parse_trace(value) -> list[str] | None:
+    """`trace` of a run: None (not traced), or a list of distinct names from
+    protocol.TRACEABLE_SYSCALLS."""
+    if value is None:
+        return None
+    allowed = ", ".join(sorted(TRACEABLE_SYSCALLS))
+    if (not isinstance(value, list) or not value or len(value) > len(TRACEABLE_SYSCALLS)
+            or any(not isinstance(n, str) for n in value) or len(set(value)) != len(value)):
+        raise InvalidRequest(f"trace must be a list of distinct system call names from: "
+                             f"{allowed}", field="trace")
+    unknown = [n for n in value if n not in TRACEABLE_SYSCALLS]
+    if unknown:
+        raise InvalidRequest(f"trace cannot name {unknown[0][:40]!r}; it may name: {allowed}",
+                             field="trace")
+    return list(value)
 
 
 def check_sandbox_id(value: str) -> str:

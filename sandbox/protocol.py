@@ -13,6 +13,8 @@ is free for unprivileged code.
   is for people and may change.
 - `ProcessFacts`, `CgroupNode`, `InspectFacts`, ...: the host-side facts of
   `GET /v1/sandboxes/ID/inspect`, built by the engine and read by the graders.
+- `RunFacts`, `SyscallFacts`, `TRACEABLE_SYSCALLS`: the answer of `POST .../run`, with the
+  system calls of a traced run (`sandbox/tracing.py`).
 """
 
 from __future__ import annotations
@@ -123,7 +125,11 @@ class CgroupNode(TypedDict):
     memory_max, swap_max, pids_max, io_weight.
     `usage` holds what the host can tell of cgroups.STAT_KEYS (an unknown value is left
     out): cpu_usage_ns, memory_current, memory_peak, memory_limit, oom_kills,
-    pids_current, pids_limit, cpus, frozen."""
+    pids_current, pids_limit, pids_events_max (forks refused at a pids limit: pids.events
+    "max"; v1 counts them in the cgroup of the process that forked, v2 in the cgroup whose
+    limit was reached and its ancestors), cpus, frozen, cpu_nr_periods, cpu_nr_throttled,
+    cpu_throttled_ns (cpu.stat's CFS bandwidth statistics; v2 has them where the cpu
+    controller is enabled)."""
 
     path: str
     limits: dict[str, int | float | str | bool | None]
@@ -147,6 +153,15 @@ class AddressFacts(TypedDict):
     prefixlen: int
 
 
+class VethPeer(TypedDict):
+    """The other end of a veth pair, as the kernel links them (IFLA_LINK and
+    IFLA_LINK_NETNSID): so "these two ends are one pair" is a host fact."""
+
+    netns: int | None  # inode of the peer's network namespace (None: not one of the
+                       # sandbox's, e.g. the host end of its eth0 on the daemon's bridge)
+    ifindex: int       # the peer's ifindex, in its own namespace
+
+
 class InterfaceFacts(TypedDict):
     ifname: str | None
     index: int
@@ -155,6 +170,7 @@ class InterfaceFacts(TypedDict):
     operstate: str | None
     kind: str | None  # veth, bridge, ... (None: a plain device such as lo)
     addresses: list[AddressFacts]
+    peer: VethPeer | None  # a veth's other end (None: not a veth)
 
 
 class NetNamespaceFacts(TypedDict):
@@ -166,6 +182,42 @@ class NetNamespaceFacts(TypedDict):
 class UtsNamespaceFacts(TypedDict):
     inode: int
     hostname: str
+
+
+class SyscallFacts(TypedDict):
+    """One system call of a traced run, as the host's strace saw it finish."""
+
+    pid: int | None        # the caller in the sandbox's pid namespace (None: not known, e.g.
+                           # a process in a pid namespace the program made, or its children)
+    host_pid: int          # the caller on the host
+    name: str              # "unshare"
+    args: str              # strace's text of the arguments: "CLONE_NEWUTS"
+    flags: list[str]       # the symbolic constants in `args`, outside strings: ["CLONE_NEWUTS"]
+    result: int | None     # the return value (-1 on failure; None: unknown, e.g. it was
+                           # killed in the call)
+    error: str | None      # "EPERM" when it failed
+
+
+# What `trace` of `POST /v1/sandboxes/ID/run` may name: the calls the labs teach.
+TRACEABLE_SYSCALLS = frozenset({
+    "unshare", "clone", "clone3", "fork", "vfork", "setns", "execve", "execveat",
+    "mount", "umount2", "pivot_root", "chroot", "sethostname", "setdomainname",
+})
+
+
+class RunFacts(TypedDict):
+    """`POST /v1/sandboxes/ID/run`: the command ran to completion (or its timeout)."""
+
+    exit_code: int | None      # -N: killed by signal N
+    timed_out: bool
+    truncated: bool            # output beyond `limit` was dropped
+    stdout: str                # decoded as UTF-8, undecodable bytes replaced
+    stderr: str
+    stdout_b64: str            # the exact bytes
+    stderr_b64: str
+    syscalls: list[SyscallFacts] | None  # with `trace`: the calls named there, in order;
+                                         # None without
+    trace_truncated: bool      # some calls were left out (too many, or too much output)
 
 
 class InspectFacts(TypedDict):

@@ -350,7 +350,7 @@ class ExecSession:
                 self._stop_reading(fd)
         self._closed = True
         h = self.handle
-        for fd in {h.master, h.stdin, h.stdout, h.stderr, h.pidfd} - {None}:
+        for fd in {h.master, h.stdin, h.stdout, h.stderr, h.pidfd, h.go} - {None}:
             try:
                 if self._loop is not None and fd in (h.master, h.stdin):
                     self._loop.remove_writer(fd)

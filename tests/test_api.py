@@ -359,6 +359,9 @@ def test_exec_refuses_bad_payloads(sandboxd, client, box, body, field):
     ({"argv": ["true"], "stdin": 5}, "stdin"),
     ({"argv": ["true"], "limit": 0}, "limit"),
     ({"argv": ["true"], "tty": True}, "tty"),
+    ({"argv": ["true"], "trace": ["reboot"]}, "trace"),
+    ({"argv": ["true"], "trace": "unshare"}, "trace"),
+    ({"argv": ["true"], "trace": []}, "trace"),
 ], ids=lambda v: json.dumps(v)[:40] if isinstance(v, dict) else str(v))
 def test_run_refuses_bad_payloads(sandboxd, client, box, body, field):
     refused(sandboxd, client, "POST", f"/sandboxes/{box['id']}/run", body, field=field)

@@ -67,12 +67,15 @@ def _except_names(tree: ast.AST) -> set[str]:
 
 
 def _is_message(node: ast.AST, exc_names: set[str]) -> bool:
-    """An error's text: `x.message`, `x.strerror`, `x.args[...]`, or `str(e)` / `repr(e)`
+    """An error's text: `x.message`, `x.strerror`, `e.args[...]`, or `str(e)` / `repr(e)`
     / `f"{e}"` of a name an `except ... as e` bound."""
     if isinstance(node, ast.Subscript):
         node = node.value
     if isinstance(node, ast.Attribute) and node.attr in _MESSAGE_ATTRS:
-        return True
+        # `args` is an error's text only as `e.args` of an `except ... as e`: a traced
+        # call's arguments (labkit.check.Syscall.args) are strace's text, not an error's.
+        return node.attr != "args" or (isinstance(node.value, ast.Name)
+                                       and node.value.id in exc_names)
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
             node.func.attr in {"lower", "upper", "casefold", "strip"}:
         return _is_message(node.func.value, exc_names)

@@ -1,8 +1,11 @@
 """A real browser on the real stack: Debian's chromium, headless, driven by Playwright.
 
 The web app runs the way `scripts/serve` runs it: `nslab serve` (gunicorn) as the
-unprivileged system user `nslab`, on its own instance dir, against a sandboxd of this
-test's own whose socket belongs to the group `nslab`. The browser signs in as the demo
+unprivileged system user `nslab`, with the web app's own Python (/opt/nslab/venv, made by
+scripts/setup) on a copy of this tree's code, static files and labs that nslab can read
+wherever the checkout lies (under /root, say, which nslab cannot enter), on its own
+instance dir, against a sandboxd of this test's own whose socket belongs to the group
+`nslab`. The browser signs in as the demo
 learner, opens the demo course's first lab, types into the xterm.js terminal with real
 key events and reads what xterm shows. A screenshot goes to artifacts/ at the repo root.
 
@@ -20,7 +23,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -35,6 +37,10 @@ from sandbox.config import HostConfig
 pytestmark = pytest.mark.privileged
 
 WEB_USER = "nslab"
+# The web app's Python, made by scripts/setup: the one scripts/serve runs it with.
+WEB_PYTHON = Path("/opt/nslab/venv/bin/python")
+# What the web app needs of the tree (scripts/setup copies the same into /opt/nslab/app).
+WEB_TREE = ("nslab", "sandbox", "webapp", "static", "labs")
 CHROMIUM = "/usr/bin/chromium"
 # Known to work here as root: no sandbox (root), no GPU, nothing fetched in the background.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -89,13 +95,25 @@ def _alive(pid: int) -> bool:
 
 class WebApp:
     """`nslab db upgrade`, `nslab demo`, `nslab serve` as the user nslab, on a fresh
-    instance dir that user owns."""
+    instance dir that user owns, running this tree's code from a copy nslab can read."""
 
     def __init__(self, socket_path: Path):
+        if not os.access(WEB_PYTHON, os.X_OK):
+            pytest.fail(f"{WEB_PYTHON} is missing: run scripts/setup (it makes the web "
+                        "app's venv)")
         self.instance = Path(tempfile.mkdtemp(prefix="nslab-browser-web-"))
         user = pwd.getpwnam(WEB_USER)
         os.chown(self.instance, user.pw_uid, user.pw_gid)
         os.chmod(self.instance, 0o700)
+        # This tree as it is now (not /opt/nslab/app, which is the tree of the last setup),
+        # root's and readable by everyone, as /opt/nslab/app is.
+        self.code = Path(tempfile.mkdtemp(prefix="nslab-browser-code-"))
+        os.chmod(self.code, 0o755)
+        for name in WEB_TREE:
+            shutil.copytree(ROOT / name, self.code / name,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        subprocess.run([str(WEB_PYTHON), "-m", "compileall", "-q", str(self.code)],
+                       check=True, stdout=subprocess.DEVNULL)
         self.socket = socket_path
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -104,14 +122,25 @@ class WebApp:
         self.pids: set[int] = set()
 
     def command(self, *args: str) -> list[str]:
+        # PYTHONPATH puts the copy ahead of /opt/nslab/app, which the venv has installed.
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
                "HOME": str(self.instance), "NSLAB_INSTANCE": str(self.instance),
-               "NSLAB_SOCKET": str(self.socket)}
+               "NSLAB_SOCKET": str(self.socket), "PYTHONPATH": str(self.code)}
         return ["runuser", "-u", WEB_USER, "--", "env", "-i",
-                *(f"{k}={v}" for k, v in env.items()), sys.executable, "-m", "nslab", *args]
+                *(f"{k}={v}" for k, v in env.items()), str(WEB_PYTHON), "-m", "nslab", *args]
+
+    def code_in_use(self) -> str:
+        """Where the web app's Python, as nslab, finds the package webapp."""
+        cmd = self.command()
+        cmd[cmd.index("-m"):] = ["-c", "import webapp; print(webapp.__file__)"]
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=self.code, timeout=60)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return r.stdout.strip()
 
     def run(self, *args: str) -> str:
-        r = subprocess.run(self.command(*args), capture_output=True, text=True, cwd=ROOT,
+        # The working directory is first on `python -m`'s import path: the copy, never
+        # the checkout.
+        r = subprocess.run(self.command(*args), capture_output=True, text=True, cwd=self.code,
                            timeout=60)
         assert r.returncode == 0, f"nslab {' '.join(args)} as {WEB_USER}: {r.stderr[-2000:]}"
         return r.stdout
@@ -122,7 +151,7 @@ class WebApp:
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 self.command("serve", "--host", "127.0.0.1", "--port", str(self.port)),
-                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+                stdout=log, stderr=subprocess.STDOUT, cwd=self.code)
         deadline = time.monotonic() + timeout
         while True:
             assert self.proc.poll() is None, \
@@ -166,12 +195,17 @@ class WebApp:
                     os.kill(pid, signal.SIGKILL)
                 self.proc.kill()
                 self.proc.wait()
-        left = [pid for pid in self.pids if _alive(pid)]
+        # A process killed just now may take a moment to be gone.
+        deadline = time.monotonic() + 5
+        while (left := [pid for pid in self.pids if _alive(pid)]) and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
         self.proc = None
         assert not left, f"gunicorn processes left running: {left}"
 
     def remove(self) -> None:
         shutil.rmtree(self.instance, ignore_errors=True)
+        shutil.rmtree(self.code, ignore_errors=True)
 
 
 @pytest.fixture
@@ -206,6 +240,8 @@ def webapp(web_daemon):
     """The web app served as nslab: migrated, demo accounts made; (app, learner password)."""
     app = WebApp(web_daemon.socket)
     try:
+        # This tree's code, never the installed copy of an earlier setup's tree.
+        assert app.code_in_use() == str(app.code / "webapp" / "__init__.py")
         app.run("db", "upgrade")
         demo = app.demo = app.run("demo")
         match = re.search(r"^\s*learner\s+learner\s+password: (\S+)$", demo, re.M)
@@ -435,5 +471,33 @@ def test_learner_passes_the_cpu_limit_exercise_and_the_instructor_sees_it(
     assert "failed" in attempts.nth(tries - 1).inner_text()  # the wrong attempt, first
     assert "passed" in attempts.nth(0).inner_text()  # the latest
     _shot(page, "browser-gradebook.png")
+    assert not errors, f"JavaScript errors on the page: {errors}"
+    page.close()
+
+
+def test_keys_typed_at_once_on_a_first_open_are_not_lost(chromium, web_daemon, webapp):
+    """A learner's first open of a lab makes their sandbox and runs the lab's setup, which
+    takes a while; keys typed as soon as the terminal shows reach the shell, in order,
+    once it is ready (none dropped while the page waits, none lost to a shell that has
+    not started reading)."""
+    app, password = webapp
+    page = chromium.new_page()
+    page.set_default_timeout(20_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    _sign_in(page, app.url, "learner", password)
+    page.click("a.course-card")
+    assert not web_daemon.client().list(), "a sandbox existed before the first open"
+    page.click("ol.lab-list li:first-child a")
+    page.wait_for_selector("#terminal .xterm-screen")
+    # At once: no prompt yet (the sandbox is still being made).
+    page.click("#terminal .xterm-screen")
+    page.keyboard.type("echo early-$((6*7))")
+    page.keyboard.press("Enter")
+    assert not _prompt(_screen(page)), "the shell was ready before the keys were typed"
+    lines = _wait_for(page, lambda ls: _prompt(ls) and "early-42" in ls and ls, "early-42",
+                      timeout=30)
+    assert not any("command not found" in line for line in lines), lines
+    _shot(page, "browser-early-keys.png")
     assert not errors, f"JavaScript errors on the page: {errors}"
     page.close()

@@ -257,9 +257,13 @@ def test_create_writes_limits_to_kernel_files(mgr, group):
 
     stats = mgr.stats(group)
     assert set(stats) == {"cpu_usage_ns", "memory_current", "memory_peak", "memory_limit",
-                          "oom_kills", "pids_current", "pids_limit", "cpus", "frozen"}
+                          "oom_kills", "pids_current", "pids_limit", "pids_events_max", "cpus",
+                          "frozen", "cpu_nr_periods", "cpu_nr_throttled", "cpu_throttled_ns"}
     assert stats["memory_limit"] == 128 << 20 and stats["pids_limit"] == 50
     assert stats["cpus"] == 1.0 and stats["oom_kills"] == 0 and stats["frozen"] is False
+    # Nothing has run yet: nothing refused, nothing throttled.
+    assert (stats["pids_events_max"], stats["cpu_nr_throttled"], stats["cpu_throttled_ns"]) \
+        == (0, 0, 0)
 
 
 @pytest.mark.privileged
@@ -433,6 +437,53 @@ def test_pids_limit_stops_a_fork_loop(mgr, group, started):
     stats = mgr.stats(group)
     assert stats["pids_limit"] == 16 and stats["pids_current"] <= 16
     assert len(mgr.procs(group)) == out["kids"] + 1
+    # The refused fork is counted, in the usage of the tree too.
+    assert stats["pids_events_max"] >= 1
+    assert mgr.tree(group)[0]["usage"]["pids_events_max"] >= 1
+
+
+@pytest.mark.privileged
+def test_lowering_pids_max_under_running_processes_counts_no_refused_fork(mgr, group, started):
+    """pids-bomb without a bomb: the kernel lets current exceed a lowered max, and only a
+    refused fork counts in pids.events, so a check can tell the two apart."""
+    mgr.create(group, Limits(pids=64), OWNER, OWNER)
+    p = start_in(started, mgr.exec_procs_files(group), """
+        for _ in range(11):
+            if os.fork() == 0:
+                time.sleep(60)
+                os._exit(0)
+        print("forked", flush=True)
+        sys.stdin.readline()
+    """)
+    assert p.stdout.readline() == "forked\n"
+    deadline = time.monotonic() + 5
+    while len(mgr.procs(group)) < 12:
+        assert time.monotonic() < deadline, "the sleepers did not start"
+        time.sleep(0.01)
+    mgr.set_limits(group, Limits(pids=4))
+    stats = mgr.stats(group)
+    assert stats["pids_current"] > stats["pids_limit"] == 4
+    assert stats["pids_events_max"] == 0
+
+
+@pytest.mark.privileged
+def test_a_hog_under_a_quota_is_throttled(mgr, group, started):
+    # 0.05 CPU (5 ms a 100 ms period): even on a busy host the hog gets more than that, so
+    # it runs out of quota in most periods. Waited for, not timed: other tests share the CPUs.
+    mgr.create(group, Limits(cpus=0.05), OWNER, OWNER)
+    before = mgr.stats(group)
+    assert (before["cpu_nr_periods"], before["cpu_nr_throttled"], before["cpu_throttled_ns"]) \
+        == (0, 0, 0)
+    start_in(started, mgr.exec_procs_files(group), "while True: pass\n")
+    deadline = time.monotonic() + 10
+    while (after := mgr.stats(group))["cpu_nr_throttled"] < 3:
+        assert time.monotonic() < deadline, f"never throttled: {after}"
+        time.sleep(0.1)
+    assert after["cpu_nr_periods"] >= after["cpu_nr_throttled"]
+    # Throttled periods are time spent waiting for the next one: at least a few ms each.
+    assert after["cpu_throttled_ns"] >= 3 * 10_000_000
+    node = mgr.tree(group)[0]["usage"]
+    assert node["cpu_nr_throttled"] >= after["cpu_nr_throttled"]
 
 
 @pytest.mark.privileged
@@ -537,7 +588,7 @@ class FakeCgroup2(CgroupsV2):
              "memory": {"memory.max": "max\n", "memory.swap.max": "max\n",
                         "memory.current": "0\n", "memory.peak": "0\n",
                         "memory.events": "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n"},
-             "pids": {"pids.max": "max\n", "pids.current": "0\n"},
+             "pids": {"pids.max": "max\n", "pids.current": "0\n", "pids.events": "max 0\n"},
              "io": {"io.weight": "default 100\n"}}
 
     def __init__(self, root: Path, controllers="cpuset cpu io memory pids"):
@@ -682,15 +733,19 @@ def test_fake_v2_stats_kill_and_remove(fake):
     g = "nslab/default/sb1"
     fake.create(g, Limits(cpus=0.25, memory=64 << 20, pids=10), OWNER, OWNER)
     r = fake.root
-    (r / g / "cpu.stat").write_text("usage_usec 1500000\nuser_usec 1000000\n")
+    (r / g / "cpu.stat").write_text("usage_usec 1500000\nuser_usec 1000000\n"
+                                    "nr_periods 40\nnr_throttled 30\nthrottled_usec 2500\n")
     (r / g / "memory.current").write_text("1048576\n")
     (r / g / "memory.peak").write_text("2097152\n")
     (r / g / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 2\noom_kill 2\n")
     (r / g / "pids.current").write_text("3\n")
+    (r / g / "pids.events").write_text("max 7\n")
     assert fake.stats(g) == {"cpu_usage_ns": 1_500_000_000, "memory_current": 1 << 20,
                              "memory_peak": 2 << 20, "memory_limit": 64 << 20,
                              "oom_kills": 2, "pids_current": 3, "pids_limit": 10,
-                             "cpus": 0.25, "frozen": False}
+                             "pids_events_max": 7, "cpus": 0.25, "frozen": False,
+                             "cpu_nr_periods": 40, "cpu_nr_throttled": 30,
+                             "cpu_throttled_ns": 2_500_000}
     fake._sys_mkdir(r / g / "child")
     fake._sys_mkdir(r / g / "child" / "grandchild")
     fake._sys_write(r / g / "child" / "grandchild" / "cgroup.procs", "77")

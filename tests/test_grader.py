@@ -162,3 +162,91 @@ def test_quiz_by_pattern_with_feedback_for_known_wrong_answers(tmp_path):
 def test_example_quiz_answers(given, ok):
     lab = load_lab(Path(__file__).resolve().parent.parent / "labs" / "example")
     assert run(lab, "pid-one", given).passed is ok
+
+
+HIDDEN = """params:
+  code: {token: 10, hidden: true}
+  port: {int: [10, 20], hidden: true}
+"""
+
+
+def hidden_lab(tmp_path: Path, checks: str):
+    lab = lab_with(tmp_path, checks)
+    meta = lab.path / "lab.yaml"
+    meta.write_text(meta.read_text().replace("steps:\n", HIDDEN + "steps:\n", 1))
+    lab = load_lab(lab.path)
+    assert lab.errors == [] and lab.hidden == {"code", "port"}
+    return lab
+
+
+def test_a_hidden_value_in_a_checks_feedback_is_redacted(tmp_path):
+    lab = hidden_lab(tmp_path, "from nslab.labkit.check import Fail\n"
+                               "def task(sb, params):\n"
+                               "    raise Fail(f\"wanted {params['code']} on port "
+                               "{params['port']}, not 150\")\n")
+    params = {"code": "k3v9q2mz7a", "port": 15}
+    r = grade(lab, lab.exercises["task"], client=FakeClient(), sandbox_id="sb",
+              params=params)
+    assert (r.passed, r.feedback, r.redacted) == (False, "wanted … on port …, not 150", True)
+    ok = lab_with(tmp_path / "2", "def task(sb, params):\n    return 'port 15'\n")
+    r = grade(ok, ok.exercises["task"], client=FakeClient(), sandbox_id="sb", params=params)
+    assert (r.feedback, r.redacted) == ("port 15", False)  # nothing hidden in this lab
+
+
+def test_replay_reports_feedback_that_held_a_hidden_value(tmp_path):
+    """`nslab lab test` tells the author, even where every expectation holds."""
+    from nslab.labkit.replay import LabTester
+
+    class Daemon(FakeClient):
+        def create(self, **limits):
+            return {"id": "sb"}
+
+        def run(self, sid, argv, **kw):
+            return {"exit_code": 0, "stdout": "", "stderr": ""}
+
+        def destroy(self, sid, purge=False):
+            pass
+
+    lab = hidden_lab(tmp_path, "from nslab.labkit.check import Fail\n"
+                               "def task(sb, params):\n"
+                               "    raise Fail('x: the code is ' + params['code'])\n")
+    out = LabTester(Daemon(), lab, {"code": "k3v9q2mz7a", "port": 12}).exercise(
+        lab.exercises["task"])
+    assert not out.ok
+    assert "FAIL  the feedback showed a hidden param's value (the learner reads it as …): " \
+           "x: the code is …" in out.lines
+
+
+def test_only_a_judged_try_counts(tmp_path):
+    checks = ("from nslab.labkit.check import Fail\n"
+              "def task(sb, params):\n    raise Fail('not yet', points=1)\n")
+    lab = lab_with(tmp_path, checks, extra=QUIZ)
+    assert run(lab).counted  # a Fail judged the work
+    assert run(lab, "quiz", "42").counted and not run(lab, "quiz", " ").counted
+    r = grade(lab, lab.exercises["task"], client=FakeClient(), sandbox_id=None, params={})
+    assert not r.counted  # no sandbox: nothing was judged
+    broken = lab_with(tmp_path / "2", "def task(sb, params):\n    return 1 / 0\n")
+    assert not run(broken).counted
+    slow = lab_with(tmp_path / "3", "import time\ndef task(sb, params):\n    time.sleep(5)\n")
+    assert not run(slow).counted
+
+
+def test_award_applies_graded_tries_and_hint_costs(tmp_path):
+    from nslab.labkit.grade import Award, Result, award, worth
+
+    lab = lab_with(tmp_path, "def task(sb, params):\n    return 'ok'\n")
+    ex = lab.exercises["task"]  # 4 points, the default hint_cost 0.25: 1 point a hint
+    passed, partial = Result(True, "", 4, 4), Result(False, "", 2, 4)
+    assert award(ex, passed, tries_before=7, hints_used=0) == Award(4, 0, True)
+    assert award(ex, passed, tries_before=0, hints_used=1) == Award(3, 1, True)
+    assert award(ex, partial, tries_before=0, hints_used=1) == Award(1, 1, True)
+    assert award(ex, partial, tries_before=0, hints_used=3) == Award(0, 2, True)  # never < 0
+    assert award(ex, Result(False, "", 0, 4, counted=False), tries_before=0,
+                 hints_used=0) == Award(0, 0, False)
+    ex.attempts, ex.hint_cost = 2, 0.3
+    assert award(ex, passed, tries_before=1, hints_used=1) == Award(2.8, 1.2, True)
+    assert award(ex, passed, tries_before=2, hints_used=0) == Award(0, 0, False)
+    assert worth(ex, tries=1, hints_used=2) == 1.6 and worth(ex, tries=2, hints_used=0) == 0
+    quiz = load_lab(Path(__file__).resolve().parent.parent / "labs" / "example").exercises
+    assert quiz["which-ns"].graded_attempts == 1  # a choice quiz: the first try only
+    assert quiz["pid-one"].graded_attempts is None  # short answer: every try

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from nslab.labkit.loader import load_lab
-from nslab.labkit.params import draw_params, expand, split_at_exercises
+from nslab.labkit.params import draw_params, expand, redact, split_step
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "labs" / "example"
@@ -44,10 +44,20 @@ def test_the_example_lab_is_valid():
     example = load_lab(EXAMPLE)
     assert example.errors == []
     assert [s.id for s in example.steps] == ["intro", "task"]
-    assert [e.id for e in example.ordered_exercises()] == ["make-file", "pid-one", "sleeper"]
-    assert example.max_points == 6 and example.sandbox["memory"] == "256m"
+    assert [e.id for e in example.ordered_exercises()] == ["make-file", "pid-one", "find-note",
+                                                           "which-ns", "sleeper"]
+    assert example.max_points == 8 and example.sandbox["memory"] == "256m"
     assert example.exercises["pid-one"].kind == "quiz"
     assert example.exercises["make-file"].check == "make_file"  # the id, - turned into _
+    # It uses each feature once (docs/authoring.md), with the documented defaults elsewhere.
+    assert example.hidden == {"note"} and example.params["note"] == {"token": 10}
+    ex = example.exercises
+    assert (ex["make-file"].hint_cost, ex["make-file"].hint_points) == (0.5, 1)
+    assert (ex["pid-one"].hint_cost, ex["pid-one"].graded_attempts) == (0.25, None)
+    assert ex["which-ns"].is_choice and ex["which-ns"].graded_attempts == 1  # the default
+    assert ex["sleeper"].graded_attempts == 3 and "jobs -l" in ex["sleeper"].walkthrough
+    assert example.steps[1].conditions == {"cgroup-v1", "cgroup-v2"} and example.conditional
+    assert "](assets/processes.svg)" in example.steps[1].source
 
 
 def test_unknown_key_says_where_and_suggests(lab):
@@ -79,8 +89,9 @@ def test_directives_that_point_nowhere(lab):
     assert got == [
         f"example/steps/02-task.md:{where['::: exercise nothing']}: directive names exercise "
         "'nothing', which lab.yaml does not define",
-        f"example/steps/02-task.md:{where['::: hint']}: unknown directive '::: hint' (the only "
-        "one is `::: exercise ID`)",
+        f"example/steps/02-task.md:{where['::: hint']}: unknown directive '::: hint' (the "
+        "directives are `::: exercise ID`, `::: only cgroup-v1` or `::: only cgroup-v2` ... "
+        "`:::`)",
         f"example/steps/02-task.md:{where['::: exercise make-file']}: exercise 'make-file' is "
         "already placed in step 'intro'",
     ]
@@ -99,7 +110,7 @@ def test_unplaced_exercise_unknown_param_and_missing_files(lab):
            "placed in any step: add `::: exercise sleeper` on a line of its own in a step" in got
     step2 = lab / "steps" / "02-task.md"
     assert f"example/steps/02-task.md:{line_of(step2, 'secrte')}: {{{{ secrte }}}} names no " \
-           "param (params: secret)" in got
+           "param (params: note, secret)" in got
 
 
 def test_yaml_syntax_error_and_duplicate_key(lab):
@@ -146,11 +157,117 @@ def test_params_are_drawn_per_learner_and_expanded():
         f"limit to {a['cpu']} CPU on {a['port']}"
 
 
-def test_steps_split_at_their_exercises():
+def test_steps_split_at_their_exercises_and_only_blocks():
     example = load_lab(EXAMPLE)
-    parts = split_at_exercises(example.steps[0].source)
-    assert [k for k, _ in parts] == ["markdown", "exercise", "exercise"]
-    assert [v for k, v in parts if k == "exercise"] == ["make-file", "pid-one"]
+    parts = split_step(example.steps[0].source)
+    assert [p.kind for p in parts] == ["markdown", "exercise", "exercise", "markdown",
+                                       "exercise"]
+    assert [p.value for p in parts if p.kind == "exercise"] == ["make-file", "pid-one",
+                                                                "find-note"]
+    parts = split_step("a\n::: only cgroup-v1\nv1 `x`\n```sh\n:::\n```\n:::\nb\n"
+                       "::: only cgroup-v2\nv2\n:::\n::: exercise e\n")
+    assert [(p.kind, p.value.strip(), p.only) for p in parts] == [
+        ("markdown", "a", None), ("markdown", "v1 `x`\n```sh\n:::\n```", "cgroup-v1"),
+        ("markdown", "b", None), ("markdown", "v2", "cgroup-v2"), ("exercise", "e", None)]
+
+
+def test_only_blocks_say_what_is_wrong_where(lab):
+    step = lab / "steps" / "02-task.md"
+    step.write_text(step.read_text() + "\n::: only cgroup-v3\nx\n:::\n\n"
+                    "::: only cgroup-v1\n::: only cgroup-v2\ny\n:::\n:::\n\n"
+                    ":::\n\n::: only cgroup-v2\n::: exercise make-file\n:::\n\n"
+                    "::: only\n:::\n\n::: only cgroup-v1\nnever closed\n")
+    lines = step.read_text().splitlines()
+    n = {}
+    for number, text in enumerate(lines, 1):
+        n.setdefault(text, []).append(number)
+    f = "example/steps/02-task.md"
+    assert errors(lab) == [
+        f"{f}:{n['::: only cgroup-v3'][0]}: unknown condition 'cgroup-v3' in `::: only` "
+        "(known: cgroup-v1, cgroup-v2)",
+        f"{f}:{n['::: only cgroup-v2'][1]}: an `::: only` block cannot hold another: the block "
+        f"of line {n['::: only cgroup-v1'][1]} is still open (close it with `:::`)",
+        f"{f}:{n[':::'][5]}: `:::` closes no `::: only` block",
+        f"{f}:{n['::: exercise make-file'][0]}: exercise 'make-file' is inside the `::: only "
+        f"cgroup-v2` block of line {n['::: only cgroup-v2'][2]}: every learner must meet every "
+        "exercise, so place it outside",
+        f"{f}:{n['::: only'][0]}: unknown condition '' in `::: only` (known: cgroup-v1, "
+        "cgroup-v2)",
+        f"{f}:{n['::: only cgroup-v1'][2]}: the `::: only cgroup-v1` block is never closed: "
+        "end it with `:::` on a line of its own",
+    ]
+
+
+def test_hidden_params_stay_out_of_what_the_learner_reads(lab):
+    meta = lab / "lab.yaml"
+    edit(meta, "      - \"`echo` prints", "      - \"{{ note }} `echo` prints")
+    edit(meta, "    walkthrough: |\n", "    walkthrough: |\n      {{ note }}\n")
+    edit(meta, "      choices: [mount, pid, uts, net]",
+         "      choices: [mount, pid, uts, \"{{ note }}\"]")
+    edit(lab / "steps" / "01-intro.md", "Files can hold", "Files ({{ note }}) can hold")
+    got = errors(lab)
+    why = ("{{ note }} is a hidden param: its value never reaches the learner, so text the "
+           "learner reads cannot show it (use it in checks.py, setup, a solution or a quiz "
+           "answer)")
+    assert got == [f"example/steps/01-intro.md:{line_of(lab / 'steps' / '01-intro.md', 'Files (')}:"
+                   f" {why}",
+                   f"example/lab.yaml:{line_of(meta, '{{ note }} `echo`')}: {why}",
+                   f"example/lab.yaml:{line_of(meta, 'choices:')}: {why}",
+                   f"example/lab.yaml:{line_of(meta, 'walkthrough:')}: {why}"]
+    # In a solution, a quiz answer or a wrong answer's script it is fine (the example's
+    # find-note answer is one); `hidden` takes true or false.
+    edit(meta, "{token: 10, hidden: true}", "{token: 10, hidden: maybe}")
+    assert f"example/lab.yaml:{line_of(meta, 'hidden: maybe')}: param 'note': hidden must be " \
+           "true or false" in errors(lab)
+
+
+def test_attempts_and_hint_cost_are_checked(lab):
+    meta = lab / "lab.yaml"
+    edit(meta, "    hint_cost: 0.5 ", "    hint_cost: 1.5 ")
+    edit(meta, "    attempts: 3 ", "    attempts: 0 ")
+    edit(meta, "      answer: pid\n", "      answer: pid\n    attempts: 4\n")
+    assert errors(lab) == [
+        f"example/lab.yaml:{line_of(meta, 'hint_cost:')}: hint_cost must be a number from 0 to 1",
+        f"example/lab.yaml:{line_of(meta, 'attempts: 4')}: exercise 'which-ns': with 4 graded "
+        "tries a learner can try each of its 4 choices for full points; `attempts:` must be "
+        "less than 4",
+        f"example/lab.yaml:{line_of(meta, 'attempts: 0')}: attempts must be an integer from 1 "
+        "to 100",
+    ]
+
+
+def test_assets_a_step_points_at_must_exist(lab):
+    step = lab / "steps" / "02-task.md"
+    edit(step, "](assets/processes.svg)", "](assets/process.svg)")
+    step.write_text(step.read_text() + "\n![a](diagram.png) [b](assets/run.sh)\n"
+                    "![ok](https://example.org/x.png) ![c](assets/../lab.yaml)\n\n"
+                    "```sh\ncat assets/not-an-image-ref.svg ](assets/nope.svg)\n```\n"
+                    "[ref]: assets/gone.png\n")
+    f, n = "example/steps/02-task.md", len(step.read_text().splitlines())
+    assert errors(lab) == [
+        f"{f}:{line_of(step, 'process.svg')}: asset 'assets/process.svg' does not exist "
+        "(looked for example/assets/process.svg)",
+        f"{f}:{n - 6}: image 'diagram.png': a lab's pictures live in its assets/ folder "
+        "(write assets/diagram.png)",
+        f"{f}:{n - 6}: asset 'assets/run.sh': the web app serves only .jpeg, .jpg, .png, .svg "
+        "files",
+        f"{f}:{n - 5}: asset 'assets/../lab.yaml': each part of its path must be letters, "
+        "digits, '.', '_' or '-', not starting with '.'",
+        f"{f}:{n}: asset 'assets/gone.png' does not exist (looked for example/assets/gone.png)",
+    ]
+    (lab / "assets" / "process.svg").symlink_to("../lab.yaml")  # a link out of assets/
+    assert any("asset 'assets/process.svg': the web app serves only" in e or
+               "'assets/process.svg' does not exist" in e for e in errors(lab))
+
+
+def test_redact_takes_hidden_values_out_of_text():
+    assert redact("the vault holds u3k5kq2qhz, not U3K5KQ2QHZX", ["u3k5kq2qhz"]) == \
+        ("the vault holds …, not …X", True)
+    # A short value goes only where it stands alone: not from 142 or "nets", but from an
+    # address, where a dot is no digit.
+    assert redact("42 of 142 in 10.42.0.1 and nets", ["42", "net"]) == \
+        ("… of 142 in 10.….0.1 and nets", True)
+    assert redact("nothing here", ["zzz", ""]) == ("nothing here", False)
 
 
 def nslab(*args, **kw) -> subprocess.CompletedProcess:
@@ -160,7 +277,7 @@ def nslab(*args, **kw) -> subprocess.CompletedProcess:
 
 def test_validate_command_reports_and_exits_1(lab, tmp_path):
     ok = nslab("lab", "validate", str(lab))
-    assert ok.returncode == 0 and ok.stdout == "example: ok (2 steps, 3 exercises, 6 points)\n"
+    assert ok.returncode == 0 and ok.stdout == "example: ok (2 steps, 5 exercises, 8 points)\n"
     edit(lab / "lab.yaml", "points: 3", "points: many")
     bad = nslab("lab", "validate", str(tmp_path))  # a folder of labs
     assert bad.returncode == 1

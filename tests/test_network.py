@@ -24,6 +24,7 @@ from uuid import uuid4
 
 import pytest
 
+from nslab.labkit.check import SandboxView
 from sandbox.config import UID_BASE, UID_BLOCK, UID_BLOCKS, HostConfig
 from sandbox.errors import CapacityExhausted, Conflict, InvalidRequest, NotFound
 from sandbox.network import Network
@@ -462,6 +463,69 @@ def test_listening_sockets_are_read_from_the_host_side(network, make_netns):
     assert all(s["inode"] > 0 for s in found)
     assert host_port not in [s["port"] for s in found]
     assert {s["state"] for s in found if s["proto"] == "tcp"} == {"LISTEN"}
+
+
+@pytest.mark.privileged
+def test_veth_peers_name_each_others_namespace_and_ifindex(network, make_netns):
+    a, b = make_netns(), make_netns()
+    info = network.attach("sbxpeers", a, network.allocate(set()))
+    # A pair with one end moved into b's namespace, and a pair with both ends in a.
+    in_sandbox(a, "ip", "link", "add", "pa", "type", "veth", "peer", "name", "pb",
+               "netns", f"/proc/{b}/ns/net")
+    in_sandbox(a, "ip", "link", "add", "s0", "type", "veth", "peer", "name", "s1")
+    ino = {pid: os.stat(f"/proc/{pid}/ns/net").st_ino for pid in (a, b)}
+    found = network.interfaces({ino[a]: a, ino[b]: b})
+    in_a = {i["ifname"]: i for i in found[ino[a]]}
+    in_b = {i["ifname"]: i for i in found[ino[b]]}
+    assert in_a["pa"]["peer"] == {"netns": ino[b], "ifindex": in_b["pb"]["index"]}
+    assert in_b["pb"]["peer"] == {"netns": ino[a], "ifindex": in_a["pa"]["index"]}
+    assert in_a["s0"]["peer"] == {"netns": ino[a], "ifindex": in_a["s1"]["index"]}
+    assert in_a["s1"]["peer"] == {"netns": ino[a], "ifindex": in_a["s0"]["index"]}
+    # eth0's other end is on the host's bridge: not one of the namespaces asked about.
+    assert in_a["eth0"]["peer"] == {"netns": None,
+                                    "ifindex": socket.if_nametoindex(info.veth)}
+    assert in_a["lo"]["peer"] is None and in_b["lo"]["peer"] is None
+    # Asked about alone, b's end names no namespace: a is not among those it knows.
+    (alone,) = network.interfaces({ino[b]: b}).values()
+    assert {i["ifname"]: i for i in alone}["pb"]["peer"]["netns"] is None
+    # A pid that is not in the namespace named (exited, or reused) is left out.
+    assert network.interfaces({ino[b]: a}) == {}
+
+
+@pytest.mark.privileged
+def test_inspect_reports_the_veth_pair_a_sandbox_root_made(client, sandbox):
+    """Through sandboxd: the learner's pair is one pair by the kernel's word, not by names."""
+    sid = sandbox["id"]
+    out = client.run(sid, ["sh", "-c", """set -e
+        ip netns add red
+        ip link add v0 type veth peer name v1
+        ip link set v1 netns red
+        setsid -f nsenter --net=/run/netns/red sleep 1000 </dev/null >/dev/null 2>&1"""])
+    assert out["exit_code"] == 0, out["stderr"]
+    deadline = time.monotonic() + 5
+    while True:  # setsid -f returns before the sleep in red has started
+        facts = client.inspect(sid)
+        home = next(p for p in facts["processes"] if p["pid"] == 1)["namespaces"]["net"]
+        red = next((n for n in facts["net_namespaces"] if n["inode"] != home), None)
+        if red is not None:
+            break
+        assert time.monotonic() < deadline, "the sleep in red did not start"
+        time.sleep(0.05)
+    in_home = {i["ifname"]: i for i in facts["addresses"]}
+    in_red = {i["ifname"]: i for i in red["addresses"]}
+    assert in_home["v0"]["peer"] == {"netns": red["inode"], "ifindex": in_red["v1"]["index"]}
+    assert in_red["v1"]["peer"] == {"netns": home, "ifindex": in_home["v0"]["index"]}
+    (own,) = [n for n in facts["net_namespaces"] if n["inode"] == home]
+    assert own["addresses"] == facts["addresses"]
+    # eth0's peer is the host end on the daemon's bridge: no namespace of the sandbox.
+    assert in_home["eth0"]["peer"]["netns"] is None
+    assert in_home["eth0"]["peer"]["ifindex"] > 0 and in_home["lo"]["peer"] is None
+    # What a check sees: the other end by the kernel's word.
+    sb = SandboxView(client, sid)
+    assert sb.peer_of(home, in_home["v0"]) == (red["inode"], in_red["v1"])
+    assert sb.peer_of(red["inode"], in_red["v1"]) == (home, in_home["v0"])
+    assert sb.peer_of(home, in_home["eth0"]) is None and sb.peer_of(home, in_home["lo"]) is None
+    assert {ifc["ifname"] for ns, ifc in sb.interfaces(red["inode"])} == {"lo", "v1"}
 
 
 @pytest.mark.privileged

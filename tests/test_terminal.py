@@ -351,3 +351,20 @@ def test_open_by_course_and_lab(page, box):
     assert e["name"] == "opened" and e["sandbox_id"] == box["id"], e
     e = page.open(None, course="1", lab="nope")
     assert e["name"] == "error" and "no sandbox" in e["message"], e
+
+
+def test_keys_typed_before_a_new_shell_starts_reach_it_once(page, box):
+    """Keys sent the moment a new shell's terminal opens, before bash has started: the
+    relay holds them until the shell's first output (its prompt), so they reach it whole
+    and in order, echoed once by its line editor (not first by the terminal in cooked
+    mode, before the prompt)."""
+    e = page.open(box["id"])
+    assert e["name"] == "opened", e
+    eid = e["exec_id"]
+    page.type(eid, "echo typed-")
+    page.type(eid, "ahead-$((5*5))\r")
+    page.wait(lambda: re.search(r"[\r\n]typed-ahead-25\r\n", page.text(eid)),
+              what="typed-ahead-25")
+    text = page.text(eid)
+    assert text.count("echo typed-ahead-$((5*5))") == 1, text
+    assert re.search(r"# echo typed-ahead-\$\(\(5\*5\)\)\r\n", text), text  # after the prompt

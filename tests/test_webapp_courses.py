@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from webapp_helpers import enrolled, login, make_course, make_user
 
 from webapp.extensions import db
-from webapp.lesson import render_markdown, shell_commands
+from webapp.lesson import render_inline, render_markdown, shell_commands
 from webapp.models import JOIN_CODE_RE, Course, Role, User
 
 
@@ -191,6 +191,30 @@ def test_render_markdown_units():
     assert 'data-command="echo &quot;&lt;b&gt;&quot; &amp;&amp; ls"' in html
     assert shell_commands("$ ls /proc\n1 2 self\n$ id\nuid=0\n", console=True) == "ls /proc\nid"
     assert shell_commands("ls\npwd\n") == "ls\npwd"
+    # The Run button sits in a bar above the code, not over it.
+    html = render_markdown("```sh\nls\n```\n")
+    assert html.startswith('<div class="code-block"><div class="code-bar"><span class="code-lang">'
+                           'sh</span><button type="button" class="run-in-terminal" '
+                           'data-command="ls"')
+    assert html.index("</button></div><pre>") > 0
+
+
+def test_asset_paths_become_the_labs_asset_urls_and_summaries_render_inline():
+    base = "/courses/1/labs/demo/assets/"
+    html = render_markdown("![tree](assets/v2/tree.svg) [big](assets/big.png) "
+                           "[odd](assets/tree%20big.png) "
+                           "![up](assets/../lab.yaml) ![web](https://example.org/a.png) "
+                           "![x](notassets/a.svg)\n", assets=base)
+    assert f'<img src="{base}v2/tree.svg" alt="tree">' in html
+    assert f'<a href="{base}big.png"' in html
+    # Not an asset name (the loader reports it): left alone, and the server refuses it.
+    assert '<a href="assets/tree%20big.png"' in html and '<img src="assets/../lab.yaml"' in html
+    assert '<img src="https://example.org/a.png"' in html and 'src="notassets/a.svg"' in html
+    assert 'src="assets/v2/tree.svg"' in render_markdown("![tree](assets/v2/tree.svg)")
+    assert render_inline("Build what `docker run --cpus` does, *by hand*") == \
+        "Build what <code>docker run --cpus</code> does, <em>by hand</em>"
+    assert render_inline("<script>x</script> [a](javascript:alert(1))") == \
+        "&lt;script&gt;x&lt;/script&gt; [a](javascript:alert(1))"
 
 
 def test_errors_json_for_api_page_for_browsers(app, web):

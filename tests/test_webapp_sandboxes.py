@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import re
 import shutil
+import threading
 import time
 
 import pytest
 
+from conftest import ROOT
 from webapp_helpers import login, make_course, make_user
 from webapp.models import Role
 
@@ -161,3 +163,90 @@ def test_daemon_down_is_said_plainly_and_retryable(tmp_path, webapp_schema):
     finally:
         with app.app_context():
             db.engine.dispose()
+
+
+def test_parallel_first_opens_of_a_lab_all_get_its_one_sandbox(lab_app, client, tmp_path):
+    """One learner opens a lab four times at once on a brand-new database (four tabs, say):
+    every open gets the same sandbox, and the daemon is asked to make exactly one (its
+    lab setup run once)."""
+    from webapp.extensions import db
+    from webapp.models import LearnerLab, SandboxAssignment
+
+    shutil.copytree(ROOT / "labs" / "example", tmp_path / "labs" / "example")
+    make_user(lab_app, "teach", Role.INSTRUCTOR)
+    make_user(lab_app, "erin", Role.LEARNER)
+    course, _ = make_course(lab_app, "teach", labs=("example",), learners=("erin",))
+    daemon = lab_app.extensions["nslab.sandboxd"]
+    created, create = [], daemon.create
+
+    def counting_create(**kwargs):
+        sb = create(**kwargs)
+        created.append(sb["id"])
+        return sb
+
+    daemon.create = counting_create
+    pages = [Browser(lab_app, "erin") for _ in range(4)]
+    start = threading.Barrier(len(pages))
+    answers: list[dict | BaseException | None] = [None] * len(pages)
+
+    def first_open(i: int) -> None:
+        start.wait()
+        try:
+            answers[i] = pages[i].open(course=course, lab="example")
+        except BaseException as e:  # noqa: BLE001 - reported below, with the others
+            answers[i] = e
+
+    threads = [threading.Thread(target=first_open, args=(i,)) for i in range(len(pages))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert all(isinstance(a, dict) and a["name"] == "opened" for a in answers), answers
+        assert len(created) == 1, f"the daemon was asked for {len(created)} sandboxes"
+        assert {a["sandbox_id"] for a in answers} == {created[0]}
+        assert [b["id"] for b in client.list() if b["labels"].get("user") == "erin"] == created
+        assert not len(lab_app.extensions["nslab.opening"]), "a lock outlived its opens"
+        with lab_app.app_context():
+            rows = db.session.execute(db.select(SandboxAssignment)).scalars().all()
+            assert [(r.lab_id, r.sandbox_id) for r in rows] == [("example", created[0])]
+            assert len(db.session.execute(db.select(LearnerLab)).scalars().all()) == 1
+        out = client.run(created[0], ["cat", "/etc/motd"])["stdout"]
+        assert "prepared for the example lab" in out  # its setup ran
+    finally:
+        for sid in created:
+            client.destroy(sid, purge=True)
+
+
+def test_parallel_first_page_opens_draw_the_learners_values_once(lab_app, tmp_path):
+    """Four tabs of one learner load a lab's page at once on a brand-new database: every
+    page is served, with the one set of drawn values (the race to draw them once ended in
+    a UNIQUE error for the losers)."""
+    from webapp.extensions import db
+    from webapp.models import LearnerLab
+
+    shutil.copytree(ROOT / "labs" / "example", tmp_path / "labs" / "example")
+    make_user(lab_app, "teach", Role.INSTRUCTOR)
+    make_user(lab_app, "finn", Role.LEARNER)
+    course, _ = make_course(lab_app, "teach", labs=("example",), learners=("finn",))
+    webs = [lab_app.test_client() for _ in range(4)]
+    for web in webs:
+        assert login(web, "finn").status_code == 302
+    start = threading.Barrier(len(webs))
+    statuses: list[int | BaseException | None] = [None] * len(webs)
+
+    def open_page(i: int) -> None:
+        start.wait()
+        try:
+            statuses[i] = webs[i].get(f"/courses/{course}/labs/example").status_code
+        except BaseException as e:  # noqa: BLE001 - reported below, with the others
+            statuses[i] = e
+
+    threads = [threading.Thread(target=open_page, args=(i,)) for i in range(len(webs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert statuses == [200] * len(webs)
+    with lab_app.app_context():
+        assert len(db.session.execute(db.select(LearnerLab)).scalars().all()) == 1

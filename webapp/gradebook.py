@@ -1,5 +1,5 @@
 """The instructor's gradebook: learners x exercises of a course's labs, as a page and as
-a CSV export."""
+a CSV export, with the tries each learner took and what their hints cost them."""
 
 from __future__ import annotations
 
@@ -35,11 +35,12 @@ def _gradebook(course: Course) -> dict:
     learners = []
     for enrollment in course.enrollments:
         cells = by_learner.get(enrollment.user_id, {})
-        learners.append({"user": enrollment.user,
-                         "cells": [cells.get((lab_id, ex.id)) for lab_id, ex in columns],
-                         "points": sum(c.points for c in cells.values()
-                                       if any(c.lab_id == l and c.exercise_id == e.id
-                                              for l, e in columns))})
+        shown = [cells.get((lab_id, ex.id)) for lab_id, ex in columns]
+        learners.append({"user": enrollment.user, "cells": shown,
+                         "points": round(sum(c.points for c in shown if c), 2),
+                         "attempts": sum(c.attempts for c in shown if c),
+                         "hints": sum(c.hints_used for c in shown if c),
+                         "deduction": round(sum(c.deduction for c in shown if c), 2)})
     max_points = sum(ex.points for _, ex in columns)
     return {"labs": labs, "columns": columns, "learners": learners, "max_points": max_points}
 
@@ -70,16 +71,22 @@ def export(course_id: int):
     writer = csv.writer(out)
     writer.writerow(["learner"] + [f"{lab_id}/{ex.id} ({ex.points})"
                                    for lab_id, ex in book["columns"]]
-                    + ["attempts", "hints used", "points", f"of {book['max_points']}"])
+                    + ["attempts", "hints used", "hint deductions", "points",
+                       f"of {book['max_points']}"])
     for learner in book["learners"]:
         cells = learner["cells"]
         writer.writerow([_csv_safe(learner["user"].username)]
-                        + [c.points if c else 0 for c in cells]
-                        + [sum(c.attempts for c in cells if c),
-                           sum(c.hints_used for c in cells if c), learner["points"], ""])
+                        + [_number(c.points) if c else 0 for c in cells]
+                        + [learner["attempts"], learner["hints"],
+                           _number(learner["deduction"]), _number(learner["points"]), ""])
     filename = f"grades-course-{course.id}.csv"
     return Response(out.getvalue(), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def _number(value: float) -> str:
+    """2.0 -> "2", 1.5 -> "1.5" (points are fractional once a hint took a share off)."""
+    return f"{round(value, 2):g}"
 
 
 def _csv_safe(text: str) -> str:

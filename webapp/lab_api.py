@@ -1,5 +1,5 @@
 """The learner's lab API: a lab's status, Check, hints (the instructor's view of the
-grades is gradebook.py).
+grades is gradebook.py). No answer holds a hidden param's value (docs/authoring.md).
 
 The API is JSON under /api/ and, like every POST in the app, protected by Flask-WTF's
 CSRF check: the page carries `<meta name="csrf-token">` and fetch() sends `X-CSRFToken`.
@@ -11,9 +11,12 @@ from flask import Blueprint, abort, jsonify, request
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
+from nslab.labkit.params import expand
+
 from . import labstore, progress, sandboxes
 from .courses import course_for_member
 from .extensions import db
+from .labs import assets_url
 from .lesson import render_markdown
 from .models import Course, CourseLab, Enrollment
 
@@ -89,13 +92,23 @@ def check(lab_id: str, exercise_id: str):
     try:
         lab = progress.usable(lab_id)
         ex = progress.find_exercise(lab, exercise_id)
-        result, step_done = progress.check(current_user, course, lab, ex, answer,
-                                           sandboxes.client())
+        done = progress.check(current_user, course, lab, ex, answer, sandboxes.client())
     except progress.ProgressError as e:
         db.session.rollback()
         return _fail(e)
-    return jsonify({**result.as_json(), "step_complete": step_done,
-                    "feedback_html": str(render_markdown(result.feedback))})
+    assets = assets_url(course.id, lab.id)
+    out = {**done.result.as_json(), "points": done.award.points,
+           "graded": done.award.graded, "deduction": done.award.deduction,
+           "step_complete": done.step_complete,
+           "feedback_html": str(render_markdown(done.result.feedback, assets=assets)),
+           "note": progress.scoring_note(ex, done),
+           "exercise": progress.exercise_state(ex, done.row)}
+    if done.row.passed_at is not None and ex.walkthrough:
+        params = lab.visible_params(labstore.params_for(current_user, course, lab))
+        out["walkthrough_html"] = str(render_markdown(expand(ex.walkthrough, params),
+                                                      assets=assets))
+    db.session.commit()
+    return jsonify(out)
 
 
 @bp.route("/api/labs/<lab_id>/exercises/<exercise_id>/hint", methods=["POST"])
@@ -105,9 +118,10 @@ def hint(lab_id: str, exercise_id: str):
     try:
         lab = progress.usable(lab_id)
         ex = progress.find_exercise(lab, exercise_id)
-        used, text = progress.reveal_hint(current_user, course, lab, ex)
+        row, text = progress.reveal_hint(current_user, course, lab, ex)
     except progress.ProgressError as e:
         db.session.rollback()
         return _fail(e)
-    return jsonify(hints_used=used, hints=len(ex.hints), hint=text,
-                   hint_html=str(render_markdown(text)))
+    return jsonify(hints_used=row.hints_used, hints=len(ex.hints), hint=text,
+                   hint_html=str(render_markdown(text, assets=assets_url(course.id, lab.id))),
+                   exercise=progress.exercise_state(ex, row))

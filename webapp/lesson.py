@@ -10,16 +10,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import nh3
 from markdown_it import MarkdownIt
 from markdown_it.common.utils import escapeHtml
 from markupsafe import Markup
 
-from nslab.labkit.model import LAB_ID_RE, Lab
-from nslab.labkit.params import expand, split_at_exercises
+from nslab.labkit.model import ASSET_PART_RE, LAB_ID_RE, ONLY_CONDITIONS, Lab
+from nslab.labkit.params import expand, split_step
 
-from .progress import step_states
+from .progress import exercise_state, step_states
 
 # Fences whose text is meant to be typed at a shell prompt.
 RUNNABLE = {"", "sh", "bash", "shell", "console", "terminal", "zsh"}
@@ -28,11 +29,14 @@ LANGUAGE = re.compile(r"^[a-z0-9_+-]{1,32}$")
 
 TAGS = {"h1", "h2", "h3", "h4", "h5", "h6", "p", "br", "hr", "em", "strong", "del", "s",
         "code", "pre", "blockquote", "ul", "ol", "li", "a", "img", "table", "thead", "tbody",
-        "tr", "th", "td", "div", "button", "kbd"}
+        "tr", "th", "td", "div", "span", "button", "kbd"}
 ATTRIBUTES = {"a": {"href", "title"}, "img": {"src", "alt", "title"}, "ol": {"start"},
-              "code": {"class"}, "div": {"class"},
+              "code": {"class"}, "div": {"class"}, "span": {"class"},
               "button": {"type", "class", "data-command", "title"},
               "th": {"style"}, "td": {"style"}}
+# How an `::: only` block is labelled where both are shown (the instructor's view, or a
+# learner's while the daemon cannot say which cgroup version its host runs).
+ONLY_LABELS = {"cgroup-v1": "cgroup v1 hosts", "cgroup-v2": "cgroup v2 hosts"}
 
 
 def _fence(renderer, tokens, idx, options, env) -> str:
@@ -44,9 +48,13 @@ def _fence(renderer, tokens, idx, options, env) -> str:
     if info not in RUNNABLE:
         return block + "\n"
     command = shell_commands(token.content, console=info == "console")
-    return (f'<div class="code-block">{block}<button type="button" class="run-in-terminal" '
-            f'data-command="{escapeHtml(command)}" title="Type this into the terminal">'
-            f'Run in terminal</button></div>\n')
+    # The button sits in a bar above the code, never over it: a long first line stays
+    # readable however narrow the lesson is.
+    return (f'<div class="code-block"><div class="code-bar"><span class="code-lang">'
+            f'{escapeHtml(language or "shell")}</span><button type="button" '
+            f'class="run-in-terminal" data-command="{escapeHtml(command)}" '
+            f'title="Type this into the terminal">Run in terminal</button></div>{block}'
+            f'</div>\n')
 
 
 def shell_commands(text: str, console: bool = False) -> str:
@@ -58,21 +66,48 @@ def shell_commands(text: str, console: bool = False) -> str:
     return "\n".join(lines)
 
 
+def _assets(state) -> None:
+    """`assets/x.svg` in an image or link -> the lab's asset URL (env["assets"]), so a
+    lesson's pictures load from the lab whatever page shows them."""
+    base = state.env.get("assets") if isinstance(state.env, dict) else None
+    if not base:
+        return
+    for token in state.tokens:
+        for child in token.children or []:
+            key = "src" if child.type == "image" else "href" if child.type == "link_open" \
+                else None
+            url = child.attrs.get(key) if key else None
+            if isinstance(url, str) and url.startswith("assets/"):
+                parts = url[len("assets/"):].split("/")
+                if all(ASSET_PART_RE.match(p) for p in parts):
+                    child.attrs[key] = base + "/".join(quote(p) for p in parts)
+
+
 def _parser() -> MarkdownIt:
     md = MarkdownIt("commonmark", {"html": False, "typographer": False})
     md.enable(["table", "strikethrough"])
     md.add_render_rule("fence", _fence)
+    md.core.ruler.push("nslab_assets", _assets)
     return md
 
 
 _md = _parser()
 
 
-def render_markdown(source: str) -> Markup:
-    html = _md.render(source)
+def _clean(html: str) -> Markup:
     return Markup(nh3.clean(html, tags=TAGS, attributes=ATTRIBUTES,
                             filter_style_properties={"text-align"},
                             url_schemes={"http", "https", "mailto"}))
+
+
+def render_markdown(source: str, *, assets: str | None = None) -> Markup:
+    """Safe HTML of `source`; `assets`: the URL prefix of its lab's assets/ folder."""
+    return _clean(_md.render(source, {"assets": assets}))
+
+
+def render_inline(source: str) -> Markup:
+    """One line of Markdown (a summary: `code`, *emphasis*, links) without a paragraph."""
+    return _clean(_md.renderInline(source or ""))
 
 
 @dataclass(frozen=True)
@@ -116,10 +151,13 @@ class ExerciseView:
     hints_total: int
     hints_open: list[Markup]
     status: str
-    score: int
+    score: float
     last_feedback: Markup | None
     last_passed: bool | None
     last_answer: str | None
+    state: dict  # what a try and a hint cost now (progress.exercise_state)
+    walkthrough: Markup | None  # once passed (or for the instructor)
+    has_walkthrough: bool
 
 
 @dataclass
@@ -132,31 +170,50 @@ class StepView:
     parts: list  # Markup (lesson text) or ExerciseView, in reading order
 
 
-def lesson_steps(lab: Lab, params: dict, rows: dict, last: dict, *, all_open: bool = False
+def lesson_steps(lab: Lab, params: dict, rows: dict, last: dict, *, all_open: bool = False,
+                 cgroup_version: int | None = None, assets: str | None = None
                  ) -> list[StepView]:
-    """The steps of a lab for one learner: their values filled in, each exercise with its
-    status, open hints and last feedback; locked steps marked."""
+    """The steps of a lab for one learner: their values filled in (never a hidden one),
+    each exercise with its status, open hints, last feedback and (once passed) its
+    walkthrough; locked steps marked. `::: only` blocks for another cgroup version than
+    `cgroup_version` are left out; with None, both are shown, labelled."""
     states = {s.id: s for s in step_states(lab, rows)}
+    params = lab.visible_params(params)
+    wanted = next((c for c, v in ONLY_CONDITIONS.items() if v == cgroup_version), None)
+
+    def md(text: str | None) -> Markup:
+        return render_markdown(expand(text, params), assets=assets)
+
     out = []
     for number, step in enumerate(lab.steps, 1):
         parts = []
-        for kind, value in split_at_exercises(step.source):
-            if kind == "markdown":
-                parts.append(render_markdown(expand(value, params)))
+        for part in split_step(step.source):
+            if part.kind == "markdown":
+                if part.only is None or part.only == wanted:
+                    parts.append(md(part.value))
+                elif wanted is None:
+                    parts.append(Markup('<div class="only-block" data-only="{}"><span '
+                                        'class="only-label">Only on {}</span>{}</div>').format(
+                        part.only, ONLY_LABELS.get(part.only, part.only), md(part.value)))
                 continue
-            ex, row, attempt = lab.exercises[value], rows.get(value), last.get(value)
+            ex, row, attempt = lab.exercises[part.value], rows.get(part.value), \
+                last.get(part.value)
             used = row.hints_used if row else 0
+            status = row.status if row else "not_started"
             parts.append(ExerciseView(
-                id=ex.id, title=ex.title, points=ex.points, kind=ex.kind,
-                text=render_markdown(expand(ex.text, params)),
+                id=ex.id, title=ex.title, points=ex.points, kind=ex.kind, text=md(ex.text),
                 choices=[expand(c, params) for c in ex.quiz.choices]
-                if ex.quiz is not None and ex.quiz.choices else None,
+                if ex.is_choice else None,
                 hints_total=len(ex.hints),
-                hints_open=[render_markdown(expand(h, params)) for h in ex.hints[:used]],
-                status=row.status if row else "not_started", score=row.points if row else 0,
+                hints_open=[md(h) for h in ex.hints[:used]],
+                status=status, score=row.points if row else 0,
                 last_feedback=render_markdown(attempt.feedback) if attempt else None,
                 last_passed=attempt.passed if attempt else None,
-                last_answer=attempt.answer if attempt else None))
+                last_answer=attempt.answer if attempt else None,
+                state=exercise_state(ex, row),
+                walkthrough=md(ex.walkthrough) if ex.walkthrough and (
+                    all_open or status == "passed") else None,
+                has_walkthrough=bool(ex.walkthrough)))
         state = states[step.id]
         out.append(StepView(step.id, number, step.title, all_open or state.unlocked,
                             state.passed, parts))

@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 
 from flask import current_app
 from flask_login import UserMixin
-from sqlalchemy import (JSON, Boolean, DateTime, Enum, ForeignKey, Index, Integer, String, Text,
-                        UniqueConstraint, select)
+from sqlalchemy import (JSON, Boolean, DateTime, Enum, Float, ForeignKey, Index, Integer, String,
+                        Text, UniqueConstraint, select)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -211,9 +211,12 @@ class ExerciseProgress(db.Model):
                                            index=True)
     lab_id: Mapped[str] = mapped_column(String(64))
     exercise_id: Mapped[str] = mapped_column(String(64))
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # tries that were judged
     hints_used: Mapped[int] = mapped_column(Integer, default=0)
-    points: Mapped[int] = mapped_column(Integer, default=0)  # the best attempt's
+    # The best try's points (an opened hint takes a share off, so they may be fractional)
+    # and what the hints took off that try.
+    points: Mapped[float] = mapped_column(Float, default=0)
+    deduction: Mapped[float] = mapped_column(Float, default=0, server_default="0")
     passed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_attempt: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -240,11 +243,16 @@ class Attempt(db.Model):
     exercise_id: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     passed: Mapped[bool] = mapped_column(Boolean)
-    points: Mapped[int] = mapped_column(Integer, default=0)
+    points: Mapped[float] = mapped_column(Float, default=0)  # what this try earned
     feedback: Mapped[str] = mapped_column(Text)
     answer: Mapped[str | None] = mapped_column(String(500))
     hints_used: Mapped[int] = mapped_column(Integer, default=0)
     duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+    # Judged (passed or failed on the work) rather than not run (timeout, no sandbox, ...).
+    counted: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
+    # Within the exercise's graded tries (`attempts:` in lab.yaml): it could earn points.
+    graded: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
+    deduction: Mapped[float] = mapped_column(Float, default=0, server_default="0")
 
     user: Mapped[User] = relationship()
 

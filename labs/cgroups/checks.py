@@ -1,14 +1,21 @@
 """Checks of the cgroups lab.
 
-Every fact graded here is read by sandboxd from the host: the processes' comm, allowed CPUs
-and scheduler time from /proc/<host pid>, their cgroups from /proc/<host pid>/cgroup, and the
-limits and counters from the real cgroup files of the sandbox's subtree. A learner who is
-root inside can write fake cgroup files in /tmp, bind-mount them over /sys/fs/cgroup or
-/proc inside the sandbox, or rename a process; none of that changes what the host reads.
+Every fact graded here is read by sandboxd from the host: the processes' comm, state,
+allowed CPUs and scheduler time from /proc/<host pid>, their cgroups from
+/proc/<host pid>/cgroup, and the limits and counters (OOM kills, refused forks, CFS
+throttling) from the real cgroup files of the sandbox's subtree. A learner who is root
+inside can write fake cgroup files in /tmp, bind-mount them over /sys/fs/cgroup or /proc
+inside the sandbox, replace a binary, or rename a process; none of that changes what the
+host reads. No check runs a program inside the sandbox.
 
 The same checks hold on cgroup v1 and v2: `Process.cgroup_path(controller)` gives the one
 unified path on v2, and `Cgroup.limits` uses the same keys on both (cpu_shares on v1 and
 cpu_weight on v2 are the only pair that differ, and the lab speaks of each by its name).
+
+Measured checks must hold on a busy host (a class of learners running hogs side by side on
+a small machine): they measure for a second, and longer when that second says too little;
+a hog that is runnable all the time yet gets less than its quota is starved by the host,
+and its quota, read from the host, is what is graded then.
 """
 
 from __future__ import annotations
@@ -19,8 +26,16 @@ import time
 from nslab.labkit.check import Fail, parents
 
 MIB = 1 << 20
-CPU_MARGIN = 0.05            # the issue's ±0.05 CPU
-SPLIT_RATIO = (1.6, 2.5)     # 2:1 measured over about a second, with room for a busy host
+# A memory cgroup's usage can pass its limit by a few pages the kernel must not refuse
+# (an OOM victim's last charges); much more than that means a limit lowered afterwards.
+PEAK_SLACK = 8 * MIB
+CPU_MARGIN = 0.05            # the task's ±0.05 CPU
+SPLIT_RATIO = (1.6, 2.5)     # 2:1, with room for the scheduler's slices over a short window
+SPLIT_CPU_SECONDS = 0.2      # CPU time the pair must get before their ratio means something
+RUNNABLE_SHARE = 0.9         # a CPU hog is runnable (state R) in nearly every look
+HELD_SHARE = 0.5             # throttled in at least half its periods: held at its quota
+WINDOWS = (1.0, 2.0, 4.0)    # seconds measured: the first on a quiet host, more when busy
+SPLIT_WINDOWS = (1.0, 2.0, 4.0, 8.0)  # a ratio needs more CPU time than a level does
 
 
 # ----------------------------------------------------------------- helpers
@@ -51,40 +66,6 @@ def _cpu_hogs(sb) -> list:
                    "with `stress-ng --cpu 1`.")
     raise Fail("No stress-ng CPU worker (`stress-ng-cpu`) runs in your sandbox. Start one "
                "with `stress-ng --cpu 1 &`.")
-
-
-def _sample(sb) -> tuple[float, dict[int, int]]:
-    """(time, host pid -> nanoseconds on a CPU) for every process of the sandbox."""
-    t0 = time.monotonic()
-    facts = sb.client.inspect(sb.id)
-    t1 = time.monotonic()
-    sb.refresh()  # anything read after this should be as fresh as the sample
-    return (t0 + t1) / 2, {p["host_pid"]: p["cpu_ns"] or 0 for p in facts["processes"]}
-
-
-def _usage(sb, groups: dict, seconds: float = 1.0, period_us: int | None = None) -> tuple[dict, float]:
-    """CPUs used by each group of processes ({key: [Process]}) over one common window of
-    about `seconds`, measured from their scheduler time on the host. With `period_us` the
-    window is a whole number of CFS periods: a throttled group runs `quota` in every
-    period, so such a window holds the same run time whatever its phase."""
-    left = sb.deadline_left() - 1.0
-    if left < 0.3:
-        raise Fail("The check ran out of time before it could measure; press Check again.")
-    seconds = min(seconds, left)
-    if period_us:
-        period = period_us / 1e6
-        seconds = max(period, round(seconds / period) * period)
-    t0, a = _sample(sb)
-    half = time.monotonic() - t0  # the second sample's midpoint comes this long after it starts
-    time.sleep(max(0.0, t0 + seconds - half - time.monotonic()))
-    t1, b = _sample(sb)
-    span = max(t1 - t0, 1e-3)
-    out = {}
-    for key, procs in groups.items():
-        ns = sum(max(0, b.get(p.host_pid, a.get(p.host_pid, 0)) - a.get(p.host_pid, 0))
-                 for p in procs if p.host_pid in a)
-        out[key] = ns / 1e9 / span
-    return out, span
 
 
 def _effective(sb, path: str, key: str) -> tuple[float | None, object]:
@@ -128,14 +109,12 @@ def sandbox_memory(sb, params, answer):
         return (f"Right: {limit // MIB} MiB ({limit} bytes). The host read it from the memory "
                 "limit file of your sandbox's cgroup, the same one you found at the top of "
                 "/sys/fs/cgroup.")
-    if given > limit:
-        raise Fail(f"{answer.strip()} is more than your sandbox may use. If you took it from "
-                   "`free` or /proc/meminfo: those show the host's memory — they are not "
-                   "cgroup-aware, which is why a program in a container can misjudge how much "
-                   "it has. Read the limit file of your cgroup.")
-    raise Fail(f"{answer.strip()} is less than the limit of your sandbox. Read "
-               "`memory.limit_in_bytes` (v1) or `memory.max` (v2) at the top of your cgroup "
-               "tree and divide by 1048576.")
+    # Neither "more" nor "less": a direction would let a learner home in on the number by
+    # halving, without reading a file.
+    raise Fail(f"{answer.strip()} is not the memory limit of your sandbox's cgroup. If you "
+               "took it from `free`, `top` or /proc/meminfo: those show the host's memory, "
+               "not a cgroup's, which is why a program in a container can misjudge how much "
+               "it has. Read the limit file at the top of your cgroup tree (it is in bytes).")
 
 
 # ----------------------------------------------------------------- CPU quota
@@ -183,27 +162,56 @@ def cpu_limit(sb, params):
     # less than its quota, the learner's own other hogs are the usual reason.
     inside = {p.host_pid for _, procs in limited.values() for p in procs}
     others = [p for p in sb.processes() if p.host_pid not in inside]
-    results = []
-    for attempt in range(2):
-        period = min(w.limits.get("cpu_period_us") or 100000 for w, _ in limited.values())
-        groups = {path: procs for path, (_, procs) in limited.items()}
-        groups.update({("other", p.host_pid): [p] for p in others})
-        used, span = _usage(sb, groups, 1.0, period)
+    period = min(w.limits.get("cpu_period_us") or 100000 for w, _ in limited.values())
+    groups = {path: procs for path, (_, procs) in limited.items()}
+    groups.update({("other", p.host_pid): [p] for p in others})
+    meter = sb.cpu_meter(groups, cgroups=list(limited))
+    for window in WINDOWS:
+        meter.run(window, period_us=period)
+        verdicts = {path: _quota_verdict(meter, path, where, target)
+                    for path, (where, _) in limited.items()}
         for path, (where, procs) in limited.items():
-            u = used[path]
-            if abs(u - target) <= CPU_MARGIN:
-                return (f"`stress-ng-cpu` (pid {_pids(procs)}) runs in {where.describe_cpu()}, "
-                        f"and the host measured it using {u:.2f} CPU over {span:.1f} s: the "
-                        f"kernel holds it at {target:g} CPU.")
-            busy = [(p, used[("other", p.host_pid)]) for p in others]
-            results.append((where, procs, u, span, [(p, b) for p, b in busy if b >= 0.2]))
-        if sb.deadline_left() < 3:
+            if verdicts[path] == "at quota":
+                return (f"`stress-ng-cpu` (pid {_pids(procs)}) runs in "
+                        f"{where.describe_cpu()}, and the host measured it using "
+                        f"{meter.cpus(path):.2f} CPU over {meter.seconds:.1f} s: the kernel "
+                        f"holds it at {target:g} CPU.")
+            if verdicts[path] == "throttled":
+                th = meter.throttling(path)
+                return (f"`stress-ng-cpu` (pid {_pids(procs)}) runs in "
+                        f"{where.describe_cpu()}. The host is busy, so it got "
+                        f"{meter.cpus(path):.2f} CPU over {meter.seconds:.1f} s, but the kernel "
+                        f"throttled it in {th.throttled} of {th.periods} periods: each time "
+                        f"it used up its {target:g} CPU quota and had to wait for the next "
+                        "period. The quota holds it.")
+        # Measure longer only while a longer window could change the verdict: a hog that
+        # is starved by a busy host (or over its quota by a measuring error).
+        if not any(v in ("starved", "over") for v in verdicts.values()) and window >= 2:
             break
-    where, procs, u, span, busy = min(results, key=lambda r: abs(r[2] - target))
+        if meter.seconds < window - 0.3:  # the check's deadline cut the window short
+            break
+    busy = [(p, meter.cpus(("other", p.host_pid))) for p in others]
+    busy = [(p, b) for p, b in busy if b >= 0.2]
+    starved = [path for path, v in verdicts.items() if v == "starved"]
+    if starved and not busy and meter.seconds >= 1.5:
+        path = starved[0]
+        where, procs = limited[path]
+        th = meter.throttling(path)
+        return (f"`stress-ng-cpu` (pid {_pids(procs)}) runs in {where.describe_cpu()}. The "
+                f"host is busy: over {meter.seconds:.1f} s the hog was ready to run in "
+                f"{meter.runnable(path):.0%} of the host's looks, yet got only "
+                f"{meter.cpus(path):.2f} CPU, less than its quota"
+                + (f" (the kernel throttled it in {th.throttled} of {th.periods} periods)"
+                   if th else "")
+                + f". The quota, read from the host, is in place: on a quieter machine the "
+                f"kernel would hold the hog at {target:g} CPU.")
+    path = min(limited, key=lambda k: abs(meter.cpus(k) - target))
+    where, procs = limited[path]
+    u = meter.cpus(path)
     msg = (f"The quota is right ({where.describe_cpu()}), but `stress-ng-cpu` (pid "
-           f"{_pids(procs)}) used {u:.2f} CPU over {span:.1f} s; under this quota a hog uses "
-           f"{target:g} ± {CPU_MARGIN} CPU.")
-    if u < 0.05:
+           f"{_pids(procs)}) used {u:.2f} CPU over {meter.seconds:.1f} s; under this quota a "
+           f"hog uses {target:g} ± {CPU_MARGIN} CPU.")
+    if u < 0.05 and meter.runnable(path) < RUNNABLE_SHARE:
         msg += (" It is not burning CPU (is it really a stress-ng worker, and is it running, "
                 "not stopped or frozen?).")
     elif u < target:
@@ -214,9 +222,102 @@ def cpu_limit(sb, params):
                                 f"`{p.cgroup_path('cpu')}`)" for p, b in busy)
                     + "; stop them (`kill PID`) and press Check again.")
         else:
-            msg += (" Was it started with --cpu-load, or is the machine very busy? Press "
-                    "Check again to measure again.")
+            msg += (f" It was ready to run in only {meter.runnable(path):.0%} of the host's "
+                    "looks: was it started with --cpu-load, or stopped for a while?")
     raise Fail(msg)
+
+
+def _quota_verdict(meter, path: str, where, target: float) -> str:
+    """What one window says of a group of hogs under a quota of `target` CPU:
+    "at quota" (it uses target ± margin), "throttled" (the host is busy, but it ran out of
+    quota in most periods, so the quota holds it), "starved" (runnable all along, yet below
+    its quota: the host gives it less than that), "over" (more than the quota: only a
+    measuring error could do that), or "low" (below its quota because it does not try)."""
+    u = meter.cpus(path)
+    if abs(u - target) <= CPU_MARGIN:
+        return "at quota"
+    if u > target:
+        return "over"
+    th = meter.throttling(where.path)
+    if th is not None and th.periods and th.share >= HELD_SHARE:
+        return "throttled"
+    # A full class can starve a hog down to a few ms per second, or none in a short
+    # window: being ready to run all along is what tells it from a hog that does not try.
+    if meter.runnable(path) >= RUNNABLE_SHARE:
+        return "starved"
+    return "low"
+
+
+# ----------------------------------------------------------------- a nested quota (delegation)
+
+def _quota_text(cg) -> str:
+    return f"{cg.cpus:.2f} CPU" if cg is not None and cg.cpus is not None else "no quota"
+
+
+def delegate(sb, params):
+    """A hog in a cgroup of the learner's, nested in another of theirs: the inner one has a
+    quota of its own (on v2 it has CPU files at all only when its parent enabled `cpu` in
+    its cgroup.subtree_control), the outer one the team's quota. Both are limit files the
+    host reads; the hog must really burn CPU in there."""
+    team, job = float(params["team_cpus"]), float(params["job_cpus"])
+    notes = []
+    found = None
+    for h in _cpu_hogs(sb):
+        path = h.cgroup_path("cpu")
+        head = f"`stress-ng-cpu` (pid {h.pid})"
+        if _own(sb, path):
+            notes.append(f"{head} runs in your sandbox's own cgroup `{path}`.")
+            continue
+        chain = [c for c in parents(path) if not _own(sb, c)]  # its cgroup, then its parents
+        leaf = sb.cgroup(path)
+        if len(chain) < 2 or leaf is None:
+            notes.append(f"{head} runs in `{path}`, directly under your sandbox's cgroup: "
+                         "the task asks for a cgroup nested in another cgroup of yours.")
+            continue
+        outer = [sb.cgroup(c) for c in chain[1:]]
+        if "cpu_quota_us" not in leaf.limits:
+            notes.append(f"{head} runs in `{path}`, which has no CPU files: on cgroup v2 a "
+                         "cgroup gets a controller's files only when its parent enables the "
+                         f"controller for its children, and `{chain[1]}` does not list `cpu` "
+                         "in its `cgroup.subtree_control`.")
+            continue
+        if leaf.cpus is None:
+            notes.append(f"{head} runs in `{path}`, which has no CPU quota of its own: only "
+                         f"the cgroups around it limit it ("
+                         + ", ".join(f"`{c.path}` {_quota_text(c)}" for c in outer if c)
+                         + f"). The task asks for a quota of {job:g} CPU on the inner one.")
+            continue
+        if abs(leaf.cpus - job) >= 0.005:
+            notes.append(f"{head} runs in `{path}` with a quota of {leaf.cpus:.2f} CPU; the "
+                         f"task asks for {job:g} CPU there.")
+            continue
+        teams = [c for c in outer if c is not None and c.cpus is not None
+                 and abs(c.cpus - team) < 0.005]
+        if not teams:
+            notes.append(f"{head} runs in `{path}` with the right quota ({job:g} CPU), but "
+                         "the cgroups around it have "
+                         + ", ".join(f"`{c.path}` {_quota_text(c)}" for c in outer if c)
+                         + f"; the task asks for the outer one to have {team:g} CPU.")
+            continue
+        found = (h, leaf, teams[0])
+        break
+    if found is None:
+        raise Fail(" ".join(notes))
+    h, leaf, outer = found
+    meter = sb.cpu_meter({"hog": [h]}, cgroups=[leaf.path])
+    meter.run(1.0, period_us=leaf.limits.get("cpu_period_us"))
+    if meter.runnable("hog") < RUNNABLE_SHARE:
+        raise Fail(f"The tree is right (`{outer.path}` {team:g} CPU, `{leaf.path}` {job:g} "
+                   f"CPU), but `stress-ng-cpu` (pid {h.pid}) in it is not burning CPU: it was "
+                   f"ready to run in only {meter.runnable('hog'):.0%} of the host's looks over "
+                   f"{meter.seconds:.1f} s (stopped or frozen?).")
+    th = meter.throttling(leaf.path)
+    return (f"`stress-ng-cpu` (pid {h.pid}) runs in `{leaf.path}` ({job:g} CPU), inside "
+            f"`{outer.path}` ({team:g} CPU): the tighter quota holds it, and it used "
+            f"{meter.cpus('hog'):.2f} CPU over {meter.seconds:.1f} s"
+            + (f", throttled in {th.throttled} of {th.periods} periods" if th else "")
+            + ". Everything under the outer cgroup shares its quota, whatever the inner "
+            "ones say.")
 
 
 # ----------------------------------------------------------------- CPU weight 2:1
@@ -230,8 +331,12 @@ def cpu_split(sb, params):
         rows.append((h, h.cgroup_path("cpu"), cg.limits.get(key) if cg else None))
     seen = "; ".join(f"pid {h.pid} in `{path}` ({file} {w})" for h, path, w in rows)
     if len(hogs) < 2:
+        parents_of = {h.ppid for h in hogs}
+        starting = [p for p in sb.processes(comm="stress-ng") if p.host_pid not in parents_of]
         raise Fail(f"I see {len(hogs)} stress-ng CPU worker ({seen}); the task needs two, each "
-                   "in a cgroup of its own.")
+                   "in a cgroup of its own."
+                   + (f" `stress-ng` (pid {_pids(starting)}) has no worker yet: if you just "
+                      "started it, press Check again in a moment." if starting else ""))
     pairs = [(a, b) for a in rows for b in rows
              if a[1] != b[1] and a[2] and b[2] and 1.95 <= a[2] / b[2] <= 2.05]
     if not pairs:
@@ -255,24 +360,44 @@ def cpu_split(sb, params):
                    "the weights never come into play. Pin both to the same single CPU "
                    "(`taskset -c 0 stress-ng ...`, or a cpuset cgroup).")
     (ha, pa, wa), (hb, pb, wb) = pinned[0]
-    last = None
-    for attempt in range(2):
-        used, span = _usage(sb, {"a": [ha], "b": [hb]}, 1.0)
-        ua, ub = used["a"], used["b"]
-        ratio = ua / ub if ub > 0.005 else float("inf")
-        if SPLIT_RATIO[0] <= ratio <= SPLIT_RATIO[1] and ua + ub >= 0.2:
-            return (f"On CPU {ha.cpus_allowed}, the hog in `{pa}` ({file} {wa}) used {ua:.2f} "
-                    f"CPU and the one in `{pb}` ({file} {wb}) {ub:.2f} CPU over {span:.1f} s: "
-                    f"a ratio of {ratio:.2f}, measured from the host.")
-        last = (ua, ub, ratio, span)
-        if sb.deadline_left() < 3:
+    # On a busy host the pair gets only a slice of the CPU; the ratio holds all the same,
+    # but it takes longer to gather enough scheduler slices for it to show.
+    meter = sb.cpu_meter({"a": [ha], "b": [hb]})
+    for window in SPLIT_WINDOWS:
+        meter.run(window)
+        enough = meter.cpu_seconds("a") + meter.cpu_seconds("b") >= SPLIT_CPU_SECONDS
+        ready = min(meter.runnable("a"), meter.runnable("b")) >= RUNNABLE_SHARE
+        if enough or meter.seconds < window - 0.3 or (not ready and window >= 2):
             break
-    ua, ub, ratio, span = last
+    ua, ub = meter.cpus("a"), meter.cpus("b")
+    ratio = ua / ub if ub > 0.001 else float("inf")
+    if enough and SPLIT_RATIO[0] <= ratio <= SPLIT_RATIO[1]:
+        return (f"On CPU {ha.cpus_allowed}, the hog in `{pa}` ({file} {wa}) used {ua:.2f} "
+                f"CPU and the one in `{pb}` ({file} {wb}) {ub:.2f} CPU over "
+                f"{meter.seconds:.1f} s: a ratio of {ratio:.2f}, measured from the host.")
+    siblings = pa.rsplit("/", 1)[0] == pb.rsplit("/", 1)[0]
+    if not enough and ready and siblings:
+        return (f"On CPU {ha.cpus_allowed}, the hogs in `{pa}` ({file} {wa}) and `{pb}` "
+                f"({file} {wb}) were both ready to run all along, but the host is busy: "
+                f"over {meter.seconds:.1f} s they got only {ua:.3f} and {ub:.3f} CPU, too "
+                "little to measure a split. The weights, the pinning and the two sibling "
+                "cgroups, read from the host, are right: whatever CPU time the two get, "
+                "the kernel divides it 2:1.")
+    if not enough:
+        raise Fail(f"Both hogs are pinned to CPU {ha.cpus_allowed} and the weights are 2:1 "
+                   f"(`{pa}` {wa}, `{pb}` {wb}), but over {meter.seconds:.1f} s they used "
+                   f"only {ua:.2f} and {ub:.2f} CPU: too little to see a split"
+                   + ("" if siblings else ", and the two cgroups are not siblings (weights "
+                      "only compare cgroups with the same parent)")
+                   + ". Are both running (not stopped or frozen)? Press Check again to "
+                   "measure again.")
     raise Fail(f"Both hogs are pinned to CPU {ha.cpus_allowed} and the weights are 2:1 "
-               f"(`{pa}` {wa}, `{pb}` {wb}), but over {span:.1f} s they used {ua:.2f} and "
-               f"{ub:.2f} CPU (ratio {ratio:.2f}; about 2 expected). Are both running (not "
-               "stopped or frozen), and is nothing else of yours busy on that CPU? Press "
-               "Check again to measure again.")
+               f"(`{pa}` {wa}, `{pb}` {wb}), but over {meter.seconds:.1f} s they used {ua:.2f} "
+               f"and {ub:.2f} CPU (ratio {ratio:.2f}; about 2 expected)"
+               + ("" if siblings else ". The two cgroups are not siblings: weights only "
+                  "compare cgroups with the same parent, and the parents' weights decide")
+               + ". Are both running (not stopped or frozen), and is nothing else of yours "
+               "busy on that CPU? Press Check again to measure again.")
 
 
 # ----------------------------------------------------------------- cpuset
@@ -318,6 +443,15 @@ def memory_oom(sb, params):
     wrong = []
     for c in killed:
         limit, where = _effective(sb, c.path, "memory_max")
+        peak = where.usage.get("memory_peak") if where is not None else None
+        if limit == want and not _own(sb, where.path) and peak is not None \
+                and peak > limit + PEAK_SLACK:
+            wrong.append(f"cgroup `{c.path}` has seen {c.usage['oom_kills']} OOM kill(s) and "
+                         f"now has a limit of {want // MIB} MiB, but its peak usage was "
+                         f"{peak / MIB:.0f} MiB: more than that limit ever allows, so the "
+                         "kill happened under a higher limit, lowered afterwards. Let the "
+                         f"kernel OOM-kill a hog under the {want // MIB} MiB limit itself")
+            continue
         if limit == want and not _own(sb, where.path):
             return (f"cgroup `{c.path}` (memory limit {want // MIB} MiB, set in "
                     f"`{where.path}`) has seen {c.usage['oom_kills']} OOM kill(s): the kernel "
@@ -347,7 +481,20 @@ def memory_oom(sb, params):
 
 # ----------------------------------------------------------------- pids
 
+def _refused_forks(sb, cg) -> int:
+    """Forks the kernel refused in cgroup `cg` or below it (pids.events `max`). v1 counts a
+    refusal in the cgroup of the process that forked, v2 in the cgroup whose limit was
+    reached and its ancestors: looking at the whole subtree finds it on both."""
+    below = cg.path.rstrip("/") + "/"
+    return max((c.usage.get("pids_events_max") or 0 for c in sb.cgroups
+                if c.path == cg.path or c.path.startswith(below)), default=0)
+
+
 def pids_bomb(sb, params):
+    """A cage holding a fork bomb: the cgroup with pids.max = want holds exactly that many
+    processes, and the kernel has refused forks in it (pids.events `max`). Processes moved
+    in, or a limit lowered under them, can leave a cgroup over its pids.max without a single
+    fork refused: the kernel checks the limit only at fork."""
     want = int(params["pids_max"])
     until = time.monotonic() + 1.5  # a bomb's count can dip for a moment as processes die
     while True:
@@ -355,18 +502,33 @@ def pids_bomb(sb, params):
         right = [c for c in mine if c.limits["pids_max"] == want]
         for c in right:
             cur = c.usage.get("pids_current") or 0
-            if cur >= want:
-                return (f"cgroup `{c.path}` holds {cur} processes, its pids.max: every further "
-                        "fork in it fails, and the rest of your sandbox is untouched.")
+            refused = _refused_forks(sb, c)
+            if cur == want and refused > 0:
+                return (f"cgroup `{c.path}` holds {cur} processes, its pids.max, and the "
+                        f"kernel has refused {refused} fork(s) in it (pids.events `max`): "
+                        "the bomb is caged, and the rest of your sandbox is untouched.")
         if not right or time.monotonic() > until or sb.deadline_left() < 2:
             break
         time.sleep(0.25)
         sb.refresh()
     if right:
         c = right[0]
-        raise Fail(f"cgroup `{c.path}` allows {want} processes and holds "
-                   f"{c.usage.get('pids_current') or 0}: set the fork bomb off inside it (move "
-                   "the starting shell in first).")
+        cur = c.usage.get("pids_current") or 0
+        refused = _refused_forks(sb, c)
+        if cur > want:
+            raise Fail(f"cgroup `{c.path}` allows {want} processes but holds {cur}, more "
+                       "than its pids.max. The kernel checks the limit only when a process "
+                       "forks: processes moved in (or a limit lowered under them) stay, and "
+                       f"no fork was refused ({refused} in pids.events). A fork bomb started "
+                       "inside can never pass the limit; empty the cgroup and set one off "
+                       "inside it.")
+        if refused == 0:
+            raise Fail(f"cgroup `{c.path}` allows {want} processes and holds {cur}, and no "
+                       "fork in it was refused yet (pids.events `max` 0): set the fork bomb "
+                       "off inside it (move the starting shell in first).")
+        raise Fail(f"cgroup `{c.path}` allows {want} processes and the kernel refused "
+                   f"{refused} fork(s) in it, but it holds only {cur} now: the bomb is "
+                   "gone. Leave a bomb running in the cage and press Check.")
     root = sb.cgroup("/")
     total = (root.usage.get("pids_current") or 0) if root else 0
     limit = (root.limits.get("pids_max") or 0) if root else 0
@@ -431,11 +593,14 @@ def thaw(sb, params):
         else:
             candidates.append((t, path))
     if candidates:
-        used, span = _usage(sb, {path: [t] for t, path in candidates}, 0.6)
+        meter = sb.cpu_meter({path: [t] for t, path in candidates}).run(0.6, reserve=0.5)
+        if not any(meter.cpu_seconds(path) > 0 for _, path in candidates):
+            meter.run(2.0, reserve=0.5)  # a busy host may not have run it yet
         for t, path in candidates:
-            if used[path] > 0:
+            if meter.cpu_seconds(path) > 0:
                 return (f"`ticker` (pid {t.pid}) is in the thawed cgroup `{path}` and the host "
-                        f"saw it use the CPU again ({used[path] * 1000:.1f} ms per second).")
+                        f"saw it use the CPU again ({meter.cpus(path) * 1000:.1f} ms per "
+                        "second).")
             notes.append(f"`ticker` (pid {t.pid}) is in the thawed cgroup `{path}` but used "
-                         f"no CPU time in {span:.1f} s.")
+                         f"no CPU time in {meter.seconds:.1f} s.")
     raise Fail(" ".join(notes))

@@ -1,19 +1,26 @@
 """Checks of the namespaces lab (docs/authoring.md).
 
-Every check grades kernel facts the host reads: the namespace inodes of each process
-(/proc/PID/ns on the host), the hostname of each UTS namespace (read by sandboxd from inside
-that namespace, with uname), the interfaces of each network namespace a process is in
-(netlink, from the host), listening sockets, and files resolved by the kernel in a
-process's own mount namespace. A learner who is root inside the sandbox can bind-mount,
-rename or echo whatever they like: none of it changes these facts.
+Every check grades facts that the host reads, never the output of a program inside the
+sandbox: the learner is root in there, and /usr is theirs to overwrite. The facts are the
+namespace inodes of each process (/proc/PID/ns on the host), the hostname of each UTS
+namespace (sandboxd enters it and calls uname()), the interfaces of each network namespace
+a process is in and which two veth ends form one pair (netlink: IFLA_LINK and
+IFLA_LINK_NETNSID, read from the host), the listening sockets, files that the kernel
+resolves in a process's own mount namespace, and the system calls of the learner's program
+as a tracer on the host (strace from the host's /usr) saw them. Writing files, renaming
+processes, bind-mounting over /proc or replacing /usr/bin/ping changes none of them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import secrets
+import stat
 
 from nslab.labkit.check import Fail
-from sandbox.errors import InvalidRequest, NotFound
+from sandbox.errors import InvalidRequest, NotFound, TooLarge
 from sandbox.protocol import Reason
 
 TYPES = ("cgroup", "ipc", "mnt", "net", "pid", "user", "uts")
@@ -28,15 +35,31 @@ def _cmd(p) -> str:
     return " ".join(p.cmdline)[:70] or p.comm
 
 
-def _vault(sb):
-    """vaultd, the service the lab's setup.sh started (None if it is gone)."""
-    found = sb.processes(comm="vaultd")
-    return found[0] if found else None
+def _vault_types(params) -> set[str]:
+    """The namespace types in which setup.sh gave vaultd its own: mnt, and those its code
+    names ("vns-uts-net": uts and net)."""
+    return {"mnt", *params["vault_ns"].removeprefix("vns-").split("-")}
 
 
-def _vault_ns(sb, kind: str) -> int | None:
-    v = _vault(sb)
+def _differs(p, init) -> set[str]:
+    return {t for t in TYPES if p.namespaces.get(t) != init.namespaces.get(t)}
+
+
+def _vault(sb, params):
+    """vaultd as setup.sh started it, or None if it is gone. A name proves nothing (anyone
+    can start a process called vaultd), so it must also differ from PID 1 in exactly the
+    types setup.sh gave it; what it is, the params say, not the process."""
+    init, want = sb.init, _vault_types(params)
+    return next((p for p in sb.processes(comm="vaultd") if _differs(p, init) == want), None)
+
+
+def _vault_ns(sb, params, kind: str) -> int | None:
+    v = _vault(sb, params)
     return v.namespaces.get(kind) if v else None
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 # ----------------------------------------------------------------- step 1: /proc/PID/ns
@@ -46,27 +69,26 @@ def ns_inode(sb, params, answer):
     truth = init.namespaces["net"]
     m = re.search(r"\d+", answer)
     if not m:
-        raise Fail(f"{answer!r} has no number in it: the answer is the number between the "
-                   "brackets of `net:[...]`.")
+        raise Fail(f"{answer[:40]!r} has no number in it: a namespace is named by the number "
+                   "between the brackets of its link, `net:[...]`.")
     n = int(m.group())
     if n == truth:
         return (f"Right: PID 1 is in network namespace net:[{truth}]. Every process that "
                 f"shows this number shares PID 1's network stack.")
     same = [t for t, i in init.namespaces.items() if i == n]
     if same:
-        raise Fail(f"{n} is PID 1's {same[0]} namespace, not its net namespace "
-                   f"(look at the `net` link).")
+        raise Fail(f"{n} is PID 1's {same[0]} namespace, not its network namespace: each "
+                   "link in /proc/PID/ns is one kind.")
     if n in DOC_NUMBERS:
         raise Fail(f"{n} is a number from the course document's example, printed on another "
-                   "machine: namespace numbers differ from machine to machine. Read "
-                   "/proc/1/ns/net in your own sandbox.")
+                   "machine: namespace numbers differ from machine to machine. Read the link "
+                   "in your own sandbox.")
     owner = next((p for p in sb.processes() if n in p.namespaces.values()), None)
     if owner is not None:
         kind = next(t for t, i in owner.namespaces.items() if i == n)
         raise Fail(f"{n} is the {kind} namespace of PID {owner.pid} ({_cmd(owner)}), not the "
-                   "net namespace of PID 1.")
-    raise Fail(f"{n} is not the inode number of PID 1's net namespace: `readlink "
-               "/proc/1/ns/net` prints it.")
+                   "network namespace of PID 1.")
+    raise Fail(f"{n} is not the inode number of any namespace of PID 1.")
 
 
 def _types(answer: str) -> tuple[set[str], list[str]]:
@@ -83,28 +105,32 @@ def _types(answer: str) -> tuple[set[str], list[str]]:
 
 
 def ns_compare(sb, params, answer):
-    init, vault = sb.init, _vault(sb)
+    vault = _vault(sb, params)
     if vault is None:
         raise Fail("vaultd is not running any more (did you kill it?). Reset the sandbox from "
                    "the lab page to get it back.")
-    truth = {t for t in TYPES if vault.namespaces.get(t) != init.namespaces.get(t)}
+    # The truth is what setup.sh made (the params), which the host's facts about vaultd
+    # were just seen to match: a process the learner names vaultd cannot change it.
+    truth = _vault_types(params)
     given, unknown = _types(answer)
     if unknown:
-        raise Fail(f"{', '.join(map(repr, unknown))} is not a namespace type; the types in "
+        raise Fail(f"{', '.join(map(repr, unknown[:3]))} is not a namespace type; the types in "
                    f"/proc/PID/ns are {', '.join(TYPES)}.")
     if given == truth:
-        return (f"Right: vaultd (PID {vault.pid}) has its own {', '.join(sorted(truth))} "
-                "namespaces and shares every other one with PID 1.")
+        return (f"Right: vaultd (PID {vault.pid}) has {_plural(len(truth), 'namespace')} of "
+                "its own and shares every other one with PID 1.")
+    # Feedback that helps without answering: which kind of mistake, never which types nor
+    # how many (with the types of the question known, names or counts narrow the answer
+    # down in a try or two).
     wrong, missed = given - truth, truth - given
     parts = []
     if wrong:
-        parts.append(f"vaultd shares its {', '.join(sorted(wrong))} namespace"
-                     f"{'s' if len(wrong) > 1 else ''} with PID 1 (same inode number)")
+        parts.append("at least one type you named is one that vaultd shares with PID 1 (the "
+                     "same number on both sides)")
     if missed:
-        parts.append(f"you missed {len(missed)} type{'s' if len(missed) > 1 else ''} in which "
-                     "they differ")
-    raise Fail("Not quite: " + "; ".join(parts) + ". Compare `ls -l /proc/1/ns` with "
-               f"`ls -l /proc/{vault.pid}/ns` link by link.")
+        parts.append("you left out at least one type in which they differ")
+    raise Fail("Not quite: " + ", and ".join(parts) + ". Compare the two processes' links "
+               "kind by kind.")
 
 
 # ----------------------------------------------------------------- step 2: nsenter
@@ -117,7 +143,7 @@ def vault_secret(sb, params, answer):
     if given == params["decoy"]:
         raise Fail("That is the decoy: /run/vault/secret as the sandbox's own mount namespace "
                    "shows it. vaultd mounted a tmpfs over /run/vault in its own mount "
-                   "namespace; read the file from in there (nsenter --target PID --mount).")
+                   "namespace, so the same path names another file in there.")
     raise Fail(f"{given[:40]!r} is not what vaultd's /run/vault/secret holds.")
 
 
@@ -151,19 +177,19 @@ def pid_ns(sb, params):
         by_ns.setdefault(p.namespaces.get("pid"), []).append(p)
     spaces = {ns: ps for ns, ps in by_ns.items() if ns != init.namespaces["pid"]}
     if not spaces:
-        raise Fail("No process runs in a PID namespace of its own. Run `unshare --pid --fork "
-                   "--mount-proc bash`, start `sleep 1000 &` in that bash, and leave it open "
-                   "(a namespace ends when its last process exits).")
+        raise Fail("No process runs in a PID namespace of its own. A namespace ends when its "
+                   "last process exits: leave the shell of the new namespace open while you "
+                   "press Check.")
     problems = []
-    # Namespaces led by a bash first: their problem is the one to report.
+    # The namespaces whose PID 1 has children first: their problem is the one to report.
     for ns, members in sorted(spaces.items(), key=lambda kv: not any(
-            p.comm == "bash" and p.nspids[-1] == 1 for p in kv[1])):
+            q.ppid == p.host_pid for p in kv[1] if p.nspids[-1] == 1 for q in kv[1])):
         problem = _pid_ns_problem(sb, init, ns, members, procs)
         if problem is None:
             leader = next(p for p in members if p.nspids[-1] == 1)
-            return (f"Right: PID namespace pid:[{ns}] has bash as its PID 1 (PID {leader.pid} "
-                    f"outside) and a sleep, its own mount namespace and a /proc that shows "
-                    f"only them.")
+            return (f"Right: PID namespace pid:[{ns}] has its own PID 1 (PID {leader.pid} "
+                    f"outside) with a child, its own mount namespace and a /proc that shows "
+                    f"only its own processes.")
         problems.append(problem)
     raise Fail(problems[0])
 
@@ -171,46 +197,63 @@ def pid_ns(sb, params):
 def _pid_ns_problem(sb, init, ns, members, procs) -> str | None:
     leader = next((p for p in members if p.nspids and p.nspids[-1] == 1), None)
     if leader is None:
-        return (f"PID namespace pid:[{ns}] has no PID 1 any more; start a new one with "
-                "`unshare --pid --fork --mount-proc bash`.")
-    if leader.comm != "bash":
-        hint = ""
-        parent = next((p for p in procs if p.host_pid == leader.ppid), None)
-        if parent is not None and parent.comm == "bash" and parent.namespaces.get("pid") != ns:
-            hint = (" Its parent bash stayed in the sandbox's PID namespace: without --fork, "
-                    "unshare runs bash in the OLD namespace and bash's first child becomes "
-                    "PID 1 of the new one.")
-        return (f"PID 1 of the new PID namespace pid:[{ns}] is `{_cmd(leader)}`, not bash."
-                + (hint or " Start it as `unshare --pid --fork --mount-proc bash`."))
+        return (f"PID namespace pid:[{ns}] has no PID 1 any more: its init exited, and a PID "
+                "namespace without its init cannot start new processes. Make a new one.")
+    # Facts, not names: a process's comm and argv are whatever the learner wrote there, so
+    # what counts is where each process is and who started whom.
+    children = [p for p in members if p.ppid == leader.host_pid]
+    parent = next((p for p in procs if p.host_pid == leader.ppid), None)
+    first_child = (parent is not None and parent.namespaces.get("pid") != ns
+                   and parent.namespaces.get("mnt") == leader.namespaces.get("mnt")
+                   and parent.comm != "unshare")
+    stayed = ""
+    if first_child and not children:
+        stayed = (f" Note that PID 1 here is `{_cmd(leader)}`, the first child of "
+                  f"`{_cmd(parent)}` (PID {parent.pid}), which stayed in the sandbox's PID "
+                  "namespace: the caller of unshare(CLONE_NEWPID) never moves, only the "
+                  "children it creates afterwards do.")
     if leader.namespaces.get("mnt") == init.namespaces.get("mnt"):
-        return (f"bash (PID {leader.pid}) is PID 1 of pid:[{ns}] but shares the sandbox's "
-                "mount namespace, so its /proc is still the sandbox's and `ps` there lists "
-                "every process of the sandbox. Add --mount-proc (it implies --mount).")
+        return (f"PID 1 of pid:[{ns}] (PID {leader.pid} outside) shares the sandbox's mount "
+                "namespace, so its /proc is the sandbox's proc and `ps` there lists every "
+                "process of the sandbox. It needs a mount namespace of its own with a proc "
+                "mounted from inside the new PID namespace." + stayed)
+    first = _proc_entry(sb, leader.pid, 1)
+    if first != "proc":
+        return (f"In the mount namespace of pid:[{ns}]'s PID 1, /proc is not a proc "
+                f"filesystem (/proc/1/status is {'missing' if first == 'absent' else 'a plain file'}): "
+                "`ps` there has nothing real to read." + stayed)
     inside = {p.nspids[-1] for p in members}
     outside = sorted((p for p in procs if p.namespaces.get("pid") != ns
                       and p.pid not in inside), key=lambda p: -p.pid)
-    first = _proc_entry(sb, leader.pid, 1)
-    if first != "proc":
-        return (f"In bash's mount namespace /proc is not a proc filesystem (/proc/1/status "
-                f"is {'missing' if first == 'absent' else 'a plain file'}). Mount a fresh "
-                "one: --mount-proc.")
     if outside:
         stranger = outside[0]
         if _proc_entry(sb, leader.pid, stranger.pid) != "absent":
-            return (f"bash is PID 1 of pid:[{ns}] with its own mount namespace, but /proc in "
-                    f"there is still the sandbox's: it shows process {stranger.pid} "
-                    f"({stranger.comm}), which lives outside. Mount a proc of the new "
-                    "namespace: use --mount-proc.")
+            return (f"PID 1 of pid:[{ns}] has its own mount namespace, but /proc in there is "
+                    f"still the sandbox's: it shows process {stranger.pid} ({stranger.comm}), "
+                    "which lives outside. A proc filesystem shows the PID namespace of the "
+                    "process that mounted it, so it must be mounted by a process inside the "
+                    "new namespace." + stayed)
+    for p in members:
+        if _proc_entry(sb, leader.pid, p.nspids[-1]) != "proc":
+            return (f"/proc in the mount namespace of pid:[{ns}]'s PID 1 is a proc, but not "
+                    f"one of the new namespace: it has no entry for `{_cmd(p)}`, PID "
+                    f"{p.nspids[-1]} in there. A proc filesystem lists the PID namespace it was "
+                    "mounted from; a piece of another one bind-mounted there does not count."
+                    + stayed)
     others = [p for p in members if p is not leader]
-    sleeps = [p for p in others if p.comm == "sleep"]
     if not others:
-        return (f"bash is PID 1 of pid:[{ns}] with its own /proc, but it is alone: start "
-                "`sleep 1000 &` in that bash.")
-    if len(others) > 1 or not sleeps:
+        return (f"pid:[{ns}] has its own PID 1 and its own /proc, but its PID 1 is alone: "
+                "start one more process from that shell." + stayed)
+    if not children:
+        p = others[0]
+        return (f"pid:[{ns}] holds `{_cmd(p)}` (PID {p.nspids[-1]} in there), but PID 1 did "
+                "not start it: it was started from outside the namespace (by nsenter or "
+                "the like). Start it from the shell that is PID 1.")
+    if len(others) > 1:
         seen = ", ".join(f"{p.nspids[-1]} {p.comm}" for p in sorted(members,
                                                                    key=lambda p: p.nspids[-1]))
         return (f"PID namespace pid:[{ns}] holds {len(members)} processes ({seen}); the task "
-                "asks for exactly two: bash as PID 1 and one sleep.")
+                "asks for exactly two: PID 1 and one process it started.")
     return None
 
 
@@ -219,14 +262,14 @@ def uts_hostname(sb, params):
     init = sb.init
     base = init.namespaces["uts"]
     sandbox_name = sb.hostname_of(init)
-    vault_uts = _vault_ns(sb, "uts")
+    vault_uts = _vault_ns(sb, params, "uts")
     own = [p for p in sb.processes() if p.namespaces.get("uts") not in (base, vault_uts)]
     if sandbox_name == want:
         # Checked first: a namespace unshared after this inherits the name without setting it.
-        raise Fail(f"The sandbox's own hostname is now {want}: `hostname` ran in the sandbox's "
-                   "UTS namespace and renamed the whole sandbox. Set it back with `hostname "
-                   f"{sb.hostname}`, then make a new UTS namespace (`unshare --uts`) and set "
-                   "the name in there.")
+        raise Fail(f"The sandbox's own hostname is now {want}: the name was set in the "
+                   "sandbox's UTS namespace, so the whole sandbox was renamed. Set it back "
+                   f"with `hostname {sb.hostname}`, then set the name in a UTS namespace of "
+                   "its own.")
     for p in own:
         if sb.hostname_of(p) == want:
             return (f"Right: `{_cmd(p)}` (PID {p.pid}) runs in UTS namespace "
@@ -238,9 +281,11 @@ def uts_hostname(sb, params):
                    f"(uts:[{p.namespaces['uts']}]), but its hostname is "
                    f"{sb.hostname_of(p)!r}; the task asks for {want!r}.")
     raise Fail("No process of yours runs in a UTS namespace of its own, so there is none to "
-               "look at: a namespace ends with its last process. Keep one running in it, e.g. "
-               "`sleep 1000 &` inside the unshared bash.")
+               "look at: a namespace ends with its last process. Keep a process running in "
+               "it while you press Check.")
 
+
+# ----------------------------------------------------------------- step 4: network
 
 def net_veth(sb, params):
     a = f"192.168.{params['net']}.1"
@@ -269,19 +314,19 @@ def net_veth(sb, params):
     problem = _link_problem(ifc, addr, a, "the sandbox's end")
     if problem:
         if ifc["up"] and ifc["kind"] == "veth":
-            problem += (" In red, run commands with `nsenter --net=/run/netns/red ...`: "
-                        "`ip netns exec` cannot work in a container.")
+            problem += (" Commands for red run with `nsenter --net=/run/netns/red ...`: "
+                        "`ip netns exec` cannot mount the /sys it wants in this sandbox.")
         raise Fail(problem)
     others = [ns for ns in spaces if ns != home]
-    vault_net = _vault_ns(sb, "net")
+    vault_net = _vault_ns(sb, params, "net")
     learner = [ns for ns in others if ns != vault_net]
     peer_ns = next((ns for ns in learner if holding(ns, b)[0] is not None), None)
     if peer_ns is None:
         if not learner:
             raise Fail(f"{ifc['ifname']} has {a} and is up, but no process lives in another "
                        "network namespace, so red is out of sight: a namespace kept only by "
-                       "/run/netns/red has no process in it. Start the web server in red as "
-                       "the task says.")
+                       "/run/netns/red has no process in it. The web server the task asks "
+                       "for is that process.")
         names = "; ".join(f"net:[{ns}] has " + (", ".join(
             f"{i['ifname']}" + "".join(f" {x['address']}" for x in i["addresses"]
                                        if x["family"] == "inet")
@@ -291,6 +336,15 @@ def net_veth(sb, params):
     problem = _link_problem(pifc, paddr, b, "red's end")
     if problem:
         raise Fail(problem)
+    # One pair, as the kernel links it (IFLA_LINK and IFLA_LINK_NETNSID, read from the
+    # host): each end names the other's namespace and ifindex. Nothing inside can fake it.
+    mine, theirs = ifc["peer"], pifc["peer"]
+    if mine != {"netns": peer_ns, "ifindex": pifc["index"]} or \
+            theirs != {"netns": home, "ifindex": ifc["index"]}:
+        raise Fail(f"{ifc['ifname']} ({a}) and {pifc['ifname']} ({b}) are both veths, but not "
+                   f"the two ends of one pair: {_peer_text(ifc, spaces, home)}. A packet sent "
+                   f"into {ifc['ifname']} comes out of its own peer, never out of "
+                   f"{pifc['ifname']}.")
     listening = [s for s in sb.sockets if s["netns"] == peer_ns and s["proto"] == "tcp"
                  and s["port"] == port and s["address"] in (b, "0.0.0.0", "::")]
     if not listening:
@@ -298,18 +352,25 @@ def net_veth(sb, params):
         where = ""
         if elsewhere:
             s = elsewhere[0]
-            where = (f" (something listens on {s['address']}:{port} in "
-                     f"{'the sandbox' + chr(39) + 's own namespace' if s['netns'] == home else 'net:[%d]' % s['netns']})")
+            owner = ("the sandbox's own namespace" if s["netns"] == home
+                     else f"net:[{s['netns']}]")
+            where = f" (something listens on {s['address']}:{port} in {owner})"
         raise Fail(f"red (net:[{peer_ns}]) has {b}, but no web server listens on {b}:{port} in "
-                   f"it{where}. Start it with nsenter --net=/run/netns/red.")
-    # The kernel facts above are read from the host. That the two veths are the two ends of
-    # ONE pair is not in them, so the grader pings across too (this ping runs inside).
-    out = sb.run(["ping", "-c", "1", "-W", "2", b], timeout=4)
-    if out.exit_code != 0:
-        raise Fail(f"The addresses are right, but {b} does not answer a ping from the sandbox: "
-                   f"are {ifc['ifname']} and {pifc['ifname']} the two ends of one veth pair?")
+                   f"it{where}.")
     return (f"Right: {ifc['ifname']} ({a}) in the sandbox and {pifc['ifname']} ({b}) in red "
-            f"(net:[{peer_ns}]) are up, a ping crosses, and red serves on port {port}.")
+            f"(net:[{peer_ns}]) are the two ends of one veth pair, both up with carrier, "
+            f"and red serves on port {port}.")
+
+
+def _peer_text(ifc, spaces, home) -> str:
+    peer = ifc["peer"]
+    if peer is None or peer["netns"] is None:
+        return f"the kernel links {ifc['ifname']} to a device outside your namespaces"
+    where = ("the sandbox's own namespace" if peer["netns"] == home
+             else f"net:[{peer['netns']}]")
+    name = next((i["ifname"] for i in spaces.get(peer["netns"], {}).get("addresses", [])
+                 if i["index"] == peer["ifindex"]), f"ifindex {peer['ifindex']}")
+    return f"the kernel links {ifc['ifname']} to {name} in {where}"
 
 
 def _link_problem(ifc, addr, ip, which) -> str | None:
@@ -319,100 +380,164 @@ def _link_problem(ifc, addr, ip, which) -> str | None:
     if addr["prefixlen"] != 24:
         return f"{name} has {ip}/{addr['prefixlen']}; the task asks for {ip}/24."
     if not ifc["up"]:
-        return f"{name} ({which}, {ip}) is down: `ip link set {name} up` in its namespace."
+        return f"{name} ({which}, {ip}) is down: a device must be set up in its namespace."
     if ifc["operstate"] != "UP":
         return (f"{name} ({which}, {ip}) is up but has no carrier (operstate "
-                f"{ifc['operstate']}): the other end of the pair is down. Bring it up too.")
+                f"{ifc['operstate']}): the other end of its pair is down.")
     return None
 
 
 # ----------------------------------------------------------------- step 5: system calls
 
-TOOLS = ("/usr/bin/unshare", "/usr/bin/nsenter", "/usr/bin/sleep", "/usr/bin/bash",
-         "/usr/bin/dash")
-NS_CALLS = (b"\0unshare\0", b"\0setns\0", b"\0clone\0", b"\0clone3\0", b"\0syscall\0")
+PROGRAMS = ("/root/utsns", "/root/utsns.py")
+# The learner's program runs this long under the host's tracer: enough for any start-up
+# (Python imports included), short enough for a check.
+TRACE_SECONDS = 2.5
+TRACED = ["unshare", "clone", "clone3", "setns", "sethostname", "execve"]
+# Where the host keeps the programs a learner could copy instead of writing one.
+HOST_BIN_DIRS = ("/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin",
+                 "/usr/libexec", "/usr/lib/systemd")
+PYTHON = "/usr/bin/python3"
 
 
-def _program_file(p) -> str | None:
-    """The file of the learner's program: the executable, or the Python script."""
-    python = p.comm.startswith("python")
-    args = p.cmdline[1:] if python else p.cmdline[:1]
-    if python:
-        args = [a for a in args if not a.startswith("-")][:1]
-    if not args:
-        return None
-    path = args[0]
-    return path if path.startswith("/") else "/root/" + path.removeprefix("./")
-
-
-def _is_program(p) -> bool:
-    if p.comm == "utsns":
-        return bool(p.cmdline) and p.cmdline[0].rsplit("/", 1)[-1] == "utsns"
-    if p.comm.startswith("python"):
-        path = _program_file(p)
-        return bool(path) and path.rsplit("/", 1)[-1] == "utsns.py"
-    return False
+def _host_copy(data: bytes) -> str | None:
+    """The host binary whose bytes `data` are, if any. The checks run on the host, whose
+    /usr is the one the sandbox's image starts from: only files of the same size are read."""
+    size, digest = len(data), None
+    for folder in HOST_BIN_DIRS:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+                continue
+            digest = digest or hashlib.sha256(data).digest()
+            try:
+                with open(entry.path, "rb") as f:
+                    if hashlib.sha256(f.read()).digest() == digest:
+                        return entry.path
+            except OSError:
+                continue
+    return None
 
 
 def uts_program(sb, params):
-    want = params["progname"]
-    init = sb.init
-    base = init.namespaces["uts"]
-    vault_uts = _vault_ns(sb, "uts")
-    procs = sb.processes()
-    programs = [p for p in procs if _is_program(p)]
-    own = [p for p in procs if p.namespaces.get("uts") not in (base, vault_uts)]
-    named = [p for p in own if sb.hostname_of(p) == want]
-    for p in named:
-        if _is_program(p):
-            _verify_program(sb, p)
-            return (f"Right: your program `{_cmd(p)}` (PID {p.pid}) made UTS namespace "
-                    f"uts:[{p.namespaces['uts']}] itself and named it {want}.")
-    if named:
-        def argv0(p):
-            return p.cmdline[0].rsplit("/", 1)[-1] if p.cmdline else ""
-        # The one posing as the program first (a renamed process has helpers beside it).
-        p = min(named, key=lambda p: (p.comm != "utsns" and argv0(p) != "utsns", p.pid))
-        if p.comm == "utsns" or argv0(p) == "utsns":
-            raise Fail(f"The process in UTS namespace uts:[{p.namespaces['uts']}] named {want} "
-                       f"is `{_cmd(p)}`, and the kernel knows it as {p.comm!r}: its name was "
-                       "changed, but it is not your program.")
-        raise Fail(f"The process in UTS namespace uts:[{p.namespaces['uts']}] named {want} is "
-                   f"`{_cmd(p)}` (the kernel calls it {p.comm!r}): the unshare command made "
-                   "that namespace. This task wants your own program to call unshare().")
-    for p in programs:
-        if p.namespaces.get("uts") in (base, vault_uts):
-            renamed = ""
-            if sb.hostname_of(init) != sb.hostname:
-                renamed = (f" Its sethostname() renamed the whole sandbox to "
-                           f"{sb.hostname_of(init)!r}; set it back with `hostname "
-                           f"{sb.hostname}`.")
-            raise Fail(f"Your program `{_cmd(p)}` (PID {p.pid}) runs in the sandbox's own UTS "
-                       "namespace: it has not called unshare(CLONE_NEWUTS), or the call failed "
-                       "(check its return value)." + renamed)
-        raise Fail(f"Your program `{_cmd(p)}` (PID {p.pid}) has a UTS namespace of its own, "
-                   f"but its hostname is {sb.hostname_of(p)!r}; the task asks for {want!r}.")
-    raise Fail("Your program is not running: start it in the background (`/root/utsns "
-               f"{want} &` or `python3 /root/utsns.py {want} &`) and leave it running.")
-
-
-def _verify_program(sb, p) -> None:
-    path = _program_file(p)
-    try:
-        data = sb.read_file(path, pid=p.pid, limit=8 << 20)
-    except (FileNotFoundError, NotFound):
-        raise Fail(f"I cannot find your program's file at {path}: start it with its full path "
-                   "(/root/utsns or /root/utsns.py).") from None
-    for tool in TOOLS:
+    found = {}
+    for path in PROGRAMS:
         try:
-            if sb.read_file(tool, limit=8 << 20) == data:
-                raise Fail(f"{path} is a copy of {tool}, not a program of yours.")
-        except (FileNotFoundError, NotFound, InvalidRequest):
+            found[path] = sb.read_file(path, limit=16 << 20)
+        except FileNotFoundError:
             continue
-    if p.comm.startswith("python"):
-        if not re.search(rb"unshare|setns|clone", data):
-            raise Fail(f"{path} does not call unshare(), setns() or clone(): the namespace "
-                       "must come from your program.")
-    elif not any(call in data for call in NS_CALLS):
-        raise Fail(f"{path} does not call unshare(), setns() or clone(): the namespace must "
-                   "come from your program.")
+        except (InvalidRequest, TooLarge) as e:
+            raise Fail(f"{path} is not a program file I can read ({e.message}).") from None
+    if not found:
+        raise Fail("There is no /root/utsns (a compiled program) and no /root/utsns.py: write "
+                   "your program there. The check runs it itself, as `/root/utsns NAME` or "
+                   "`python3 /root/utsns.py NAME`.")
+    failures = []
+    for path, data in found.items():
+        try:
+            return _judge_program(sb, path, data)
+        except Fail as e:
+            failures.append(e.message)
+    raise Fail(" ".join(failures))
+
+
+def _judge_program(sb, path: str, data: bytes) -> str:
+    copy = _host_copy(data)
+    if copy:
+        raise Fail(f"{path} is a byte-for-byte copy of {copy}, a program of the system, not "
+                   "one of yours. The task asks for a program that calls unshare() itself.")
+    name = "probe-" + secrets.token_hex(3)
+    argv = [PYTHON, path, name] if path.endswith(".py") else [path, name]
+    shown = " ".join(["python3", path, name] if path.endswith(".py") else argv)
+    before = sb.hostname_of(sb.init)
+    out = sb.run(argv, timeout=TRACE_SECONDS, trace=TRACED)
+    calls = out.syscalls
+    renamed = _restore_hostname(sb, before)
+    # Which program image made each call: a process's latest execve (one with none is a
+    # fork of the program, which the tracer followed from its first execve on). A call
+    # made after an execve of another file (the unshare command, a shell) is that
+    # program's, not the learner's. Processes are told apart by host pid: a pid inside is
+    # unknown for processes in a PID namespace the program made.
+    start = next((c for c in calls if c.name == "execve" and c.ok), None)
+    if start is None:
+        raise Fail(f"`{shown}` did not start: {_tail(out.stderr) or f'exit {out.exit_code}'}.")
+    image: dict[int, str] = {}
+    made = None          # the program's own call with CLONE_NEWUTS (a success if any)
+    foreign = None       # a CLONE_NEWUTS call by another program it ran, and that program
+    named = []           # (sethostname call, whether the program had its namespace then)
+    for c in calls:
+        if c.name == "execve":
+            if c.ok:
+                image[c.host_pid] = c.args
+            continue
+        own = image.get(c.host_pid, start.args) == start.args
+        if c.name in ("unshare", "clone", "clone3") and "CLONE_NEWUTS" in c.flags:
+            if not own:
+                foreign = foreign or (c, _exec_path(image[c.host_pid]))
+            elif made is None or not made.ok:
+                made = c
+        elif c.name == "sethostname" and own and c.ok:
+            named.append((c, made is not None and made.ok))
+    where = f"I ran `{shown}` in your sandbox for {TRACE_SECONDS:g} s under strace (the host's)"
+    if made is None:
+        if foreign is not None:
+            call, prog = foreign
+            raise Fail(f"{where}: the {call.name}(CLONE_NEWUTS) call came from {prog}, "
+                       "another program yours started, not from your program. The task asks "
+                       "your program to make the call itself.")
+        raise Fail(f"{where}: it made no unshare(), clone() or clone3() call with "
+                   "CLONE_NEWUTS, so it stayed in the sandbox's UTS namespace." + renamed)
+    if not made.ok:
+        raise Fail(f"{where}: its {made.name}(CLONE_NEWUTS) call failed ({made.error or made.result}"
+                   f"{', ' + _tail(out.stderr) if out.stderr.strip() else ''}); check its "
+                   "return value." + renamed)
+    inside = [c for c, after in named if after]
+    if not inside:
+        raise Fail(f"{where}: it made a new UTS namespace with {made.name}(), but did not "
+                   f"set that namespace's hostname to its first argument, {name}."
+                   + renamed)
+    if not any(f'"{name}"' in c.args for c in inside):
+        raise Fail(f"{where}: it made a new UTS namespace and named it "
+                   f"{inside[0].args.split(',')[0]}, not {name}: the name must come from its "
+                   "first argument.")
+    if not out.timed_out:
+        raise Fail(f"{where}: it made its UTS namespace and named it, then exited (status "
+                   f"{out.exit_code}) before the {TRACE_SECONDS:g} s were up. A namespace lives "
+                   "only while something is in it: the program must stay alive (e.g. pause()).")
+    result = ("it returned 0" if made.name == "unshare"
+              else f"its child, PID {made.result}, was born in the new namespace")
+    return (f"Right: run as `{shown}`, your program called {made.name}(CLONE_NEWUTS) itself "
+            f"({result}), set the new namespace's hostname to {name}, and stayed alive in "
+            "it.")
+
+
+def _restore_hostname(sb, before: str | None) -> str:
+    """A program that calls sethostname() without a new UTS namespace renames the whole
+    sandbox; the check ran it, so the check puts the name back. Feedback for the learner."""
+    sb.refresh()
+    now = sb.hostname_of(sb.init)
+    if before is None or now == before:
+        return ""
+    # The sandbox's own hostname binary may be the learner's; only the fact below counts.
+    sb.run(["hostname", before], timeout=2)
+    back = sb.refresh().hostname_of(sb.init) == before
+    return (f" Its sethostname() renamed the whole sandbox to {now!r}"
+            + (f"; I set it back to {before!r}." if back
+               else f": set it back with `hostname {before}`."))
+
+
+def _exec_path(args: str) -> str:
+    m = re.match(r'\s*"([^"]*)"', args)
+    return m.group(1) if m else "another program"
+
+
+def _tail(text: str, n: int = 160) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= n else "…" + text[-n:]

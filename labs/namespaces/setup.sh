@@ -10,8 +10,14 @@ set -eu
 
 secret=$NSLAB_PARAM_SECRET
 decoy=$NSLAB_PARAM_DECOY
+# VAULT_NS is a code, "vns-" and the extra namespace types joined by "-" (vns-uts-net):
+# a hidden value must not be a word that the lab's texts use.
 flags="" uts=""
-for ns in $NSLAB_PARAM_VAULT_NS; do
+for ns in $(echo "${NSLAB_PARAM_VAULT_NS#vns-}" | tr '-' ' '); do
+    case $ns in
+        uts|ipc|net|cgroup) ;;
+        *) echo "unknown namespace type $ns in NSLAB_PARAM_VAULT_NS" >&2; exit 1 ;;
+    esac
     flags="$flags --$ns"
     [ "$ns" != uts ] || uts=1
 done

@@ -1,18 +1,23 @@
-"""`nslab bench sandbox|terminal`: the benchmarks (nslab.bench), their options and how
-their figures are printed."""
+"""`nslab bench sandbox|terminal|grading`: the benchmarks (nslab.bench), their options and
+how their figures are printed."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
+from nslab.bench.grading import BenchError as GradingBenchError
+from nslab.bench.grading import bench_grading
 from nslab.bench.sandbox import bench_sandbox
 from nslab.bench.terminal import BenchError, bench_terminal, parse_counts
+from nslab.labkit.catalog import default_labs_dir
+from nslab.labkit.loader import load_lab
 from sandbox.client import Client
 
-from .common import CommandError, add_socket
+from .common import EXIT_ERROR, CommandError, add_socket
 
 
 def cmd_bench_sandbox(args) -> int:
@@ -51,6 +56,42 @@ def cmd_bench_terminal(args) -> int:
                       f"{r['echo_p99_ms']} ms, max {r['echo_max_ms']} ms, lost {r['lost']}"
                       + (f", web RSS +{r['rss_growth_mib']} MiB" if phase == "flood" else ""))
     return 0
+
+
+def _interrupt(signum, frame):
+    # SIGTERM ends the benchmark the way Ctrl-C does, so that its sandboxes are destroyed.
+    raise KeyboardInterrupt
+
+
+def cmd_bench_grading(args) -> int:
+    path = Path(args.lab) if "/" in args.lab else default_labs_dir() / args.lab
+    if not (path / "lab.yaml").is_file():
+        raise CommandError(f"{args.lab}: no such lab (looked for {path / 'lab.yaml'})")
+    lab = load_lab(path)
+    if lab.errors:
+        raise CommandError(f"lab {lab.id} does not validate: {lab.errors[0]} "
+                           "(`nslab lab validate`)")
+    client = Client(args.socket)
+    client.info()  # a clear "cannot reach sandboxd" before any sandbox is made
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if not args.quiet else \
+        (lambda msg: None)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        result = bench_grading(client, lab, exercise=args.exercise, hogs=args.hogs,
+                               runs=args.runs, seed=args.seed, log=log)
+    except GradingBenchError as e:
+        raise CommandError(str(e)) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for k, v in result.items():
+            if k not in ("detail", "failures"):
+                print(f"{k:28} {v}")
+        for f in result["failures"]:
+            print(f"failure in run {f['run']} ({f['params']}): {f['feedback']}")
+    return 0 if result["passed"] == result["runs"] else EXIT_ERROR
 
 
 def _demo_password(user: str) -> str | None:
@@ -96,6 +137,20 @@ def add_bench_commands(sub) -> None:
     bst.add_argument("--quiet", action="store_true", help="no progress on stderr")
     bst.add_argument("--json", action="store_true")
     bst.set_defaults(func=cmd_bench_terminal)
+    bsg = bs.add_parser("grading", help="replay a measured exercise's check beside sandboxes "
+                        "running CPU hogs (a full class on this host)")
+    add_socket(bsg)
+    bsg.add_argument("--lab", default="cgroups", help="lab id or folder (default: cgroups)")
+    bsg.add_argument("--exercise", default="cpu-limit",
+                     help="the exercise to replay (default: cpu-limit)")
+    bsg.add_argument("--hogs", type=int, default=20,
+                     help="sandboxes running `stress-ng --cpu 1` beside it (default 20)")
+    bsg.add_argument("--runs", type=int, default=10,
+                     help="fresh sandboxes to replay the solution and check in (default 10)")
+    bsg.add_argument("--seed", type=int, help="seed for the drawn per-learner values")
+    bsg.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    bsg.add_argument("--json", action="store_true")
+    bsg.set_defaults(func=cmd_bench_grading)
 
 
 COMMANDS = {"bench": add_bench_commands}

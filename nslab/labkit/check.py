@@ -10,12 +10,14 @@ of `sandbox.protocol`, read by key: a key the protocol guarantees is never defau
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
 
 from sandbox.errors import NotFound
 from sandbox.protocol import (CgroupNode, InspectFacts, InterfaceFacts, NetNamespaceFacts,
-                              ProcessFacts, Reason, SocketFacts)
+                              ProcessFacts, Reason, SocketFacts, SyscallFacts)
 
 
 class Fail(Exception):
@@ -31,12 +33,50 @@ class CheckTimeout(Exception):
     """The check's deadline passed; raised by the view, reported by `grade`."""
 
 
+@dataclass(frozen=True)
+class Syscall:
+    """One system call of a traced run (`SandboxView.run(..., trace=[...])`), as the host's
+    strace saw it: `pid` in the sandbox (None: not known), `name` ("unshare"), `args`
+    (strace's text, "CLONE_NEWUTS"), `result` (-1: failed, with `error` "EPERM"; None:
+    unknown), `flags` (the constants in `args`), `host_pid`."""
+
+    pid: int | None
+    name: str
+    args: str
+    result: int | None
+    error: str | None = None
+    flags: tuple[str, ...] = ()
+    host_pid: int | None = None
+
+    @classmethod
+    def from_facts(cls, facts: SyscallFacts) -> Syscall:
+        return cls(pid=facts["pid"], name=facts["name"], args=facts["args"],
+                   result=facts["result"], error=facts["error"], flags=tuple(facts["flags"]),
+                   host_pid=facts["host_pid"])
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None and self.result >= 0
+
+
 @dataclass
 class RunResult:
+    """What `SandboxView.run` got. Its output comes from binaries inside the sandbox, which
+    the learner may have replaced: never grade on it. `syscalls` (a traced run only) is
+    the host tracer's, and may be graded on."""
+
     exit_code: int | None
     stdout: str
     stderr: str
     timed_out: bool
+    syscalls: list[Syscall] = field(default_factory=list)
+    trace_truncated: bool = False
+
+    def calls(self, name: str, flag: str | None = None, *, ok: bool | None = None) -> list[Syscall]:
+        """The traced calls named `name`, with `flag` among their flags if given, and
+        succeeded (ok=True) or failed (ok=False) if asked."""
+        return [c for c in self.syscalls if c.name == name
+                and (flag is None or flag in c.flags) and (ok is None or c.ok == ok)]
 
 
 class Process:
@@ -215,6 +255,23 @@ class SandboxView:
         `addresses` (interfaces as in `addresses`), read from the host."""
         return self.facts["net_namespaces"]
 
+    def interfaces(self, netns: int | None = None) -> list[tuple[int, InterfaceFacts]]:
+        """(netns inode, interface) of every interface in the sandbox's network
+        namespaces, or in the one `netns`. A veth's `peer` is {"netns", "ifindex"}: its
+        other end, read from the host (the kernel's IFLA_LINK, not a name)."""
+        return [(n["inode"], ifc) for n in self.net_namespaces
+                if netns is None or n["inode"] == netns for ifc in n["addresses"]]
+
+    def peer_of(self, netns: int, ifc: InterfaceFacts) -> tuple[int, InterfaceFacts] | None:
+        """The other end of veth `ifc` (in namespace `netns`) as (its netns inode, its
+        interface), when that end is in one of the sandbox's namespaces; None for a
+        non-veth or a peer elsewhere (the host end of eth0)."""
+        peer = ifc["peer"]
+        if peer is None or peer["netns"] is None:
+            return None
+        return next(((ns, other) for ns, other in self.interfaces(peer["netns"])
+                     if other["index"] == peer["ifindex"]), None)
+
     def hostname_of(self, proc: Process) -> str | None:
         """The hostname of the process's UTS namespace, read from the host."""
         inode = proc.namespaces.get("uts")
@@ -222,22 +279,16 @@ class SandboxView:
                      if u["inode"] == inode), None)
 
     def measure_cpu(self, procs: list[Process], seconds: float = 1.0) -> float:
-        """CPUs used by `procs` together over `seconds`, from their scheduler time as the
-        host sees it (processes that exit meanwhile count what they used until then)."""
-        wanted = {p.host_pid for p in procs}
+        """CPUs used by `procs` together over about `seconds`, from their scheduler time as
+        the host sees it (processes that exit meanwhile count what they used until then)."""
+        return self.cpu_meter({"": procs}).run(seconds, reserve=0.1).cpus("")
 
-        def sample() -> tuple[float, int]:
-            facts = self.client.inspect(self.id)
-            total = sum(p["cpu_ns"] or 0 for p in facts["processes"]
-                        if p["host_pid"] in wanted)
-            return time.monotonic(), total
-
-        window = self._budget(seconds)
-        t0, c0 = sample()
-        time.sleep(max(0.0, window - 0.05))
-        t1, c1 = sample()
-        self._facts = None
-        return max(0, c1 - c0) / 1e9 / max(t1 - t0, 1e-3)
+    def cpu_meter(self, groups: dict[Hashable, list[Process]],
+                  cgroups: Iterable[str] = ()) -> CpuMeter:
+        """A `CpuMeter` whose window starts now: the CPU time of each group of processes
+        (`{key: [Process]}`), how often they were runnable, and the CFS throttling of the
+        cgroups at `cgroups` (paths as seen inside)."""
+        return CpuMeter(self, groups, cgroups)
 
     # -- inside the sandbox
     def read_file(self, path: str, pid: int | None = None, limit: int = 1 << 20) -> bytes:
@@ -250,8 +301,140 @@ class SandboxView:
                 raise FileNotFoundError(path) from None
             raise
 
-    def run(self, cmd: str | list[str], timeout: float = 5.0) -> RunResult:
+    def run(self, cmd: str | list[str], timeout: float = 5.0,
+            trace: list[str] | None = None) -> RunResult:
+        """Run `cmd` inside as root, resolved through the sandbox's PATH (so whatever the
+        learner put there runs). With `trace` (names from
+        `sandbox.protocol.TRACEABLE_SYSCALLS`), it runs under the host's strace and the
+        result's `syscalls` lists those calls of it and of every process it started."""
         argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
-        out = self.client.run(self.id, argv, timeout=self._budget(timeout))
-        return RunResult(out.get("exit_code"), out.get("stdout", ""), out.get("stderr", ""),
-                         bool(out.get("timed_out")))
+        out = self.client.run(self.id, argv, timeout=self._budget(timeout), trace=trace)
+        return RunResult(out["exit_code"], out["stdout"], out["stderr"], out["timed_out"],
+                         [Syscall.from_facts(c) for c in out.get("syscalls") or []],
+                         bool(out.get("trace_truncated")))
+
+
+# ----------------------------------------------------------------- measuring CPU
+
+# The /proc/PID/stat state of a task that is running or waiting for a CPU. A task whose
+# cgroup is throttled keeps this state too: it waits for the next period, not for an event.
+RUNNABLE = "R"
+
+
+@dataclass(frozen=True)
+class Throttling:
+    """What the CFS bandwidth counters of one cgroup (cpu.stat) say about a window."""
+
+    periods: int      # periods in which the group had a task that wanted to run
+    throttled: int    # periods in which it used up its quota and had to wait
+    seconds: float    # time its run queues spent throttled, summed over CPUs
+
+    @property
+    def share(self) -> float:
+        """Share of the active periods in which the quota ran out: near 1 for a group held
+        at its quota, near 0 for one that never reached it."""
+        return self.throttled / self.periods if self.periods else 0.0
+
+
+@dataclass
+class _Sample:
+    at: float                               # midpoint of the inspect call
+    cpu_ns: dict[int, int]                  # host pid -> scheduler time
+    state: dict[int, str]                   # host pid -> /proc state letter
+    usage: dict[str, dict]                  # cgroup path -> its usage counters
+
+
+class CpuMeter:
+    """CPU time of groups of processes over one window that can be extended, as the host
+    sees it: each process's scheduler time and state, and each named cgroup's throttling
+    counters, sampled from the sandbox's facts. A check measures for a second, and measures
+    longer when the host is busy and a second says too little; the window always runs from
+    the first sample to the latest one."""
+
+    def __init__(self, view: SandboxView, groups: dict[Hashable, list[Process]],
+                 cgroups: Iterable[str] = ()):
+        self.view = view
+        self.groups = {key: {p.host_pid for p in procs} for key, procs in groups.items()}
+        self.paths = {"/" + p.strip("/") if p.strip("/") else "/" for p in cgroups}
+        self._samples: list[_Sample] = []
+        self._last_cpu: dict[int, int] = {}  # a process that exits keeps what it used
+        self._took = 0.0                     # how long the latest inspect call took
+        self.sample()
+
+    def sample(self) -> None:
+        """Read the facts once more (raises `CheckTimeout` past the check's deadline)."""
+        self.view._budget(1)
+        t0 = time.monotonic()
+        facts = self.view.client.inspect(self.view.id)
+        t1 = time.monotonic()
+        self._took = t1 - t0
+        # Whatever the check reads next is as fresh as the end of the window.
+        self.view._facts = facts
+        procs = facts["processes"]
+        cpu = {p["host_pid"]: p["cpu_ns"] or 0 for p in procs}
+        self._last_cpu.update(cpu)
+        self._samples.append(_Sample(
+            (t0 + t1) / 2, cpu, {p["host_pid"]: p["state"] for p in procs},
+            {c["path"]: c["usage"] for c in facts["cgroups"] if c["path"] in self.paths}))
+
+    def run(self, seconds: float, *, period_us: int | None = None, interval: float = 0.2,
+            reserve: float = 1.0) -> CpuMeter:
+        """Extend the window to about `seconds` from its start, sampling every `interval`
+        (for the processes' states). It ends sooner where the check's deadline, less
+        `reserve` for what the check does afterwards, comes first. With `period_us`, the
+        window is a whole number of CFS periods: a throttled group runs its quota in every
+        period, so such a window holds the same run time whatever its phase."""
+        start = self._samples[0].at
+        end = min(start + seconds, time.monotonic() + self.view.deadline_left() - reserve)
+        if period_us:
+            period = period_us / 1e6
+            end = start + max(period, math.floor((end - start) / period) * period)
+        while True:
+            # The next sample's midpoint should fall on `end`: it starts half a call early.
+            left = end - self._took / 2 - time.monotonic()
+            if left <= interval:
+                if left > 0 or len(self._samples) < 2:
+                    time.sleep(max(0.0, left))
+                    self.sample()
+                return self
+            time.sleep(interval)
+            self.sample()
+
+    # -- what the window says
+    @property
+    def seconds(self) -> float:
+        return max(self._samples[-1].at - self._samples[0].at, 1e-3)
+
+    @property
+    def samples(self) -> int:
+        return len(self._samples)
+
+    def cpu_seconds(self, key: Hashable) -> float:
+        first = self._samples[0].cpu_ns
+        return sum(max(0, self._last_cpu[pid] - first[pid])
+                   for pid in self.groups[key] if pid in first) / 1e9
+
+    def cpus(self, key: Hashable) -> float:
+        """CPUs the group used over the window (1.0: one CPU all the time)."""
+        return self.cpu_seconds(key) / self.seconds
+
+    def runnable(self, key: Hashable) -> float:
+        """Share of the samples in which a process of the group was runnable (running, or
+        waiting for a CPU or for its quota), among those in which one of them still lived."""
+        pids = self.groups[key]
+        alive = [s for s in self._samples if pids & s.state.keys()]
+        if not alive:
+            return 0.0
+        return sum(any(s.state.get(pid) == RUNNABLE for pid in pids) for s in alive) / len(alive)
+
+    def throttling(self, path: str) -> Throttling | None:
+        """The cgroup's CFS throttling over the window; None where the host does not report
+        it (no cpu.stat counters, or the cgroup came or went meanwhile)."""
+        path = "/" + path.strip("/") if path.strip("/") else "/"
+        a, b = self._samples[0].usage.get(path), self._samples[-1].usage.get(path)
+        keys = ("cpu_nr_periods", "cpu_nr_throttled", "cpu_throttled_ns")
+        if a is None or b is None or any(a.get(k) is None or b.get(k) is None for k in keys):
+            return None
+        return Throttling(max(0, b["cpu_nr_periods"] - a["cpu_nr_periods"]),
+                          max(0, b["cpu_nr_throttled"] - a["cpu_nr_throttled"]),
+                          max(0, b["cpu_throttled_ns"] - a["cpu_throttled_ns"]) / 1e9)

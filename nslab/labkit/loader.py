@@ -18,13 +18,19 @@ from types import ModuleType
 
 import yaml
 
-from .model import (DEFAULT_TIMEOUT, ITEM_ID_RE, LAB_ID_RE, MAX_TIMEOUT, Exercise, Lab,
+from .model import (ASSET_PART_RE, ASSET_TYPES, DEFAULT_HINT_COST, DEFAULT_TIMEOUT,
+                    ITEM_ID_RE, LAB_ID_RE, MAX_TIMEOUT, ONLY_CONDITIONS, Exercise, Lab,
                     LabError, Quiz, Step, Wrong)
-from .params import EXERCISE_DIRECTIVE_RE, PLACEHOLDER_RE, directive_lines
+from .params import (END_DIRECTIVE_RE, EXERCISE_DIRECTIVE_RE, ONLY_DIRECTIVE_RE,
+                     PLACEHOLDER_RE, directive_lines, text_lines)
 
 PARAM_RE = re.compile(r"^[a-z_][a-z0-9_]{0,31}$")
 SANDBOX_KEYS = {"image", "cpus", "memory", "pids", "disk", "swap", "cpu_weight", "cpuset"}
 PARAM_KINDS = {"choice", "word", "int", "token"}
+# A Markdown image or link, `![alt](url` / `[text](url`, and a reference definition.
+LINK_RE = re.compile(r"(!?)\[[^\]]*\]\(\s*<?([^)\s>]+)")
+REFERENCE_RE = re.compile(r"^ {0,3}\[[^\]]+\]:\s*<?([^\s>]+)")
+SCHEME_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 
 
 # ----------------------------------------------------------------- YAML with line numbers
@@ -92,6 +98,10 @@ class _Reader:
         self.folder = folder
         self.errors: list[LabError] = []
         self.meta_file = f"{folder.name}/lab.yaml"
+        # Per exercise, its texts with the line of their key: what the learner reads (text,
+        # hints, choices, walkthrough, quiz feedback) and what stays on the server.
+        self.learner_texts: dict[str, list[tuple[str, int]]] = {}
+        self.server_texts: dict[str, list[tuple[str, int]]] = {}
 
     def error(self, line: int, message: str, file: str | None = None) -> None:
         self.errors.append(LabError(file or self.meta_file, line, message))
@@ -168,7 +178,7 @@ LAB_KEYS = {"id", "title", "summary", "minutes", "sandbox", "setup", "params", "
             "exercises"}
 STEP_KEYS = {"id", "title", "file"}
 EXERCISE_KEYS = {"id", "title", "points", "text", "hints", "check", "timeout", "solution",
-                 "wrong", "quiz"}
+                 "wrong", "quiz", "attempts", "hint_cost", "walkthrough"}
 QUIZ_KEYS = {"choices", "answer", "pattern", "check"}
 WRONG_KEYS = {"run", "answer", "feedback"}
 
@@ -206,11 +216,12 @@ def load_lab(folder: str | Path) -> Lab:
     lab.sandbox = _sandbox(r, top.get("sandbox"))
     if "setup" in top:
         lab.setup = r.script(top["setup"], "setup")
-    lab.params = _params(r, top.get("params"))
+    lab.params, lab.hidden = _params(r, top.get("params"))
     lab.steps = _steps(r, top.get("steps"))
     lab.exercises = _exercises(r, top.get("exercises"), lab.params)
     _place(r, lab)
     _check_placeholders(r, lab)
+    _check_assets(r, lab)
     lab.checks = _load_checks(r, lab)
     lab.errors = r.errors
     return lab
@@ -229,18 +240,23 @@ def _sandbox(r: _Reader, node: Node | None) -> dict:
     return out
 
 
-def _params(r: _Reader, node: Node | None) -> dict[str, dict]:
+def _params(r: _Reader, node: Node | None) -> tuple[dict[str, dict], frozenset[str]]:
     if node is None:
-        return {}
+        return {}, frozenset()
     if not isinstance(node.value, dict):
         r.error(node.line, "params must be a mapping of names to kinds")
-        return {}
-    out = {}
+        return {}, frozenset()
+    out, hidden = {}, set()
     for name, spec in node.value.items():
         if not PARAM_RE.match(name):
             r.error(spec.line, f"param name {name!r} must be lower_case letters, digits, _")
             continue
-        kinds = r.mapping(spec, PARAM_KINDS, set(), f"param {name!r}")
+        kinds = r.mapping(spec, PARAM_KINDS | {"hidden"}, set(), f"param {name!r}")
+        flag = kinds.pop("hidden", None)
+        if flag is not None and not isinstance(flag.value, bool):
+            r.error(flag.line, f"param {name!r}: hidden must be true or false")
+        elif flag is not None and flag.value:
+            hidden.add(name)
         if len(kinds) != 1:
             r.error(spec.line, f"param {name!r} needs exactly one of "
                                f"{', '.join(sorted(PARAM_KINDS))}")
@@ -262,7 +278,7 @@ def _params(r: _Reader, node: Node | None) -> dict[str, dict]:
             r.error(value.line, f"param {name!r}: token needs a length from 4 to 64")
             continue
         out[name] = {kind: raw}
-    return out
+    return out, frozenset(hidden & set(out))
 
 
 def _steps(r: _Reader, node: Node | None) -> list[Step]:
@@ -310,23 +326,48 @@ def _exercises(r: _Reader, node: Node | None, params: dict) -> dict[str, Exercis
                       points=r.number(v.get("points"), "points", 0, 1000, 1, integer=True),
                       text=r.text(v.get("text"), "text"), line=item.line,
                       timeout=float(r.number(v.get("timeout"), "timeout", 1, MAX_TIMEOUT,
-                                             DEFAULT_TIMEOUT)))
+                                             DEFAULT_TIMEOUT)),
+                      attempts=r.number(v.get("attempts"), "attempts", 1, 100, None,
+                                        integer=True),
+                      hint_cost=float(r.number(v.get("hint_cost"), "hint_cost", 0, 1,
+                                               DEFAULT_HINT_COST)))
+        learner = r.learner_texts[eid] = [(ex.text, v.get("text", item).line)]
+        server = r.server_texts[eid] = []
         if "hints" in v:
             if isinstance(v["hints"].value, list):
                 ex.hints = [r.text(h, "a hint") for h in v["hints"].value]
+                learner += [(h, n.line) for h, n in zip(ex.hints, v["hints"].value)]
             else:
                 r.error(v["hints"].line, "hints must be a list of Markdown strings")
+        if "walkthrough" in v:
+            ex.walkthrough = r.text(v["walkthrough"], "walkthrough")
+            learner.append((ex.walkthrough, v["walkthrough"].line))
         if "check" in v:
             ex.check = r.text(v["check"], "check")
         if "quiz" in v:
             ex.quiz = _quiz(r, v["quiz"], ex)
+            where = v["quiz"].value.get("choices", v["quiz"]) \
+                if isinstance(v["quiz"].value, dict) else v["quiz"]
+            learner += [(c, where.line) for c in ex.quiz.choices or []]
+            server += [(t, v["quiz"].line) for t in (ex.quiz.answer, ex.quiz.pattern) if t]
         elif "check" not in v:
             ex.check = eid.replace("-", "_")
+        if ex.is_choice and ex.graded_attempts >= len(ex.quiz.choices):
+            r.error(v.get("attempts", v["quiz"]).line,
+                    f"exercise {eid!r}: with {ex.graded_attempts} graded tries a learner can "
+                    f"try each of its {len(ex.quiz.choices)} choices for full points; "
+                    f"`attempts:` must be less than {len(ex.quiz.choices)}")
         if "solution" in v:
             ex.solution = r.script(v["solution"], "solution")
+            server.append((ex.solution, v["solution"].line))
         elif ex.quiz is None or ex.check:
             r.error(item.line, f"exercise {eid!r} needs a reference solution (`solution:`)")
         ex.wrong = _wrongs(r, v.get("wrong"), ex, item.line)
+        for w in ex.wrong:
+            # A wrong answer's feedback is what the learner reads after it; its script or
+            # answer stays with the author.
+            learner.append((w.feedback, w.line))
+            server.append((w.run or w.answer, w.line))
         if ex.check and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", ex.check):
             r.error(v.get("check", item).line, f"check {ex.check!r} is not a Python name")
         out[eid] = ex
@@ -381,16 +422,48 @@ def _wrongs(r: _Reader, node: Node | None, ex: Exercise, line: int) -> list[Wron
     return out
 
 
+DIRECTIVES = ("`::: exercise ID`, `::: only cgroup-v1` or `::: only cgroup-v2` ... `:::`")
+
+
 def _place(r: _Reader, lab: Lab) -> None:
-    """Find each `::: exercise ID` directive; every exercise is placed exactly once."""
+    """Find each `::: exercise ID` directive (every exercise is placed exactly once) and
+    check the `::: only CONDITION` ... `:::` blocks."""
     placed: dict[str, str] = {}
     for step in lab.steps:
         file = f"{lab.id}/{step.file}"
+        block: tuple[int, str] | None = None  # the open `::: only` block: line, condition
+        nested = 0  # `:::` lines that close a wrongly nested block, already reported
         for number, stripped in directive_lines(step.source):
             m = EXERCISE_DIRECTIVE_RE.match(stripped)
-            if not m:
-                r.error(number, f"unknown directive {stripped!r} (the only one is "
-                                "`::: exercise ID`)", file)
+            only = ONLY_DIRECTIVE_RE.match(stripped)
+            if only:
+                condition = (only.group(1) or "").strip()
+                if block is not None:
+                    r.error(number, f"an `::: only` block cannot hold another: the block of "
+                                    f"line {block[0]} is still open (close it with `:::`)",
+                            file)
+                    nested += 1
+                    continue
+                if condition not in ONLY_CONDITIONS:
+                    r.error(number, f"unknown condition {condition!r} in `::: only` (known: "
+                                    f"{', '.join(ONLY_CONDITIONS)})", file)
+                else:
+                    step.conditions.add(condition)
+                block = (number, condition)
+            elif END_DIRECTIVE_RE.match(stripped):
+                if nested:
+                    nested -= 1
+                elif block is None:
+                    r.error(number, "`:::` closes no `::: only` block", file)
+                else:
+                    block = None
+            elif not m:
+                r.error(number, f"unknown directive {stripped!r} (the directives are "
+                                f"{DIRECTIVES})", file)
+            elif block is not None:
+                r.error(number, f"exercise {m.group(1)!r} is inside the `::: only "
+                                f"{block[1]}` block of line {block[0]}: every learner must "
+                                "meet every exercise, so place it outside", file)
             elif m.group(1) not in lab.exercises:
                 r.error(number, f"directive names exercise {m.group(1)!r}, which lab.yaml "
                                 "does not define", file)
@@ -401,6 +474,9 @@ def _place(r: _Reader, lab: Lab) -> None:
                 placed[m.group(1)] = step.id
                 step.exercises.append(m.group(1))
                 lab.exercises[m.group(1)].step = step.id
+        if block is not None:
+            r.error(block[0], f"the `::: only {block[1]}` block is never closed: end it with "
+                              "`:::` on a line of its own", file)
     for ex in lab.exercises.values():
         if ex.id not in placed:
             r.error(ex.line, f"exercise {ex.id!r} is not placed in any step: add "
@@ -408,18 +484,64 @@ def _place(r: _Reader, lab: Lab) -> None:
 
 
 def _check_placeholders(r: _Reader, lab: Lab) -> None:
-    def scan(text: str | None, file: str, first_line: int, per_line: bool) -> None:
+    """Every `{{ name }}` names a param; a hidden one only in what stays on the server."""
+    def scan(text: str | None, file: str, first_line: int, per_line: bool,
+             learner: bool) -> None:
         for m in PLACEHOLDER_RE.finditer(text or ""):
+            line = first_line + (text.count("\n", 0, m.start()) if per_line else 0)
             if m.group(1) not in lab.params:
-                line = first_line + (text.count("\n", 0, m.start()) if per_line else 0)
                 r.error(line, f"{{{{ {m.group(1)} }}}} names no param (params: "
                               f"{', '.join(sorted(lab.params)) or 'none'})", file)
+            elif learner and m.group(1) in lab.hidden:
+                r.error(line, f"{{{{ {m.group(1)} }}}} is a hidden param: its value never "
+                              "reaches the learner, so text the learner reads cannot show it "
+                              "(use it in checks.py, setup, a solution or a quiz answer)", file)
+
+    for step in lab.steps:
+        scan(step.source, f"{lab.id}/{step.file}", 1, True, True)
+    for eid in lab.exercises:
+        for text, line in r.learner_texts.get(eid, []):
+            scan(text, r.meta_file, line, False, True)
+        for text, line in r.server_texts.get(eid, []):
+            scan(text, r.meta_file, line, False, False)
+
+
+def _check_assets(r: _Reader, lab: Lab) -> None:
+    """Every `assets/...` a learner's text points at is a file there of a type the web app
+    serves; an image is never a path outside assets/."""
+    base = lab.path / "assets"
+
+    def check(url: str, image: bool, file: str, line: int) -> None:
+        path = url.split("#", 1)[0].split("?", 1)[0]
+        if path.startswith("assets/"):
+            parts = path.split("/")[1:]
+            target = base.joinpath(*parts)
+            if not all(ASSET_PART_RE.match(p) for p in parts):
+                r.error(line, f"asset {path!r}: each part of its path must be letters, "
+                              "digits, '.', '_' or '-', not starting with '.'", file)
+            elif target.suffix.lower() not in ASSET_TYPES:
+                r.error(line, f"asset {path!r}: the web app serves only "
+                              f"{', '.join(sorted(ASSET_TYPES))} files", file)
+            elif not target.is_file() or not target.resolve().is_relative_to(base.resolve()):
+                r.error(line, f"asset {path!r} does not exist (looked for "
+                              f"{lab.id}/{path})", file)
+        elif image and not SCHEME_RE.match(url) and not url.startswith(("/", "#")):
+            r.error(line, f"image {url!r}: a lab's pictures live in its assets/ folder "
+                          f"(write assets/{url.lstrip('./')})", file)
+
+    def scan(text: str | None, file: str, first_line: int, per_line: bool) -> None:
+        for number, line in text_lines(text or ""):
+            where = first_line + (number - 1 if per_line else 0)
+            for m in LINK_RE.finditer(line):
+                check(m.group(2), m.group(1) == "!", file, where)
+            if m := REFERENCE_RE.match(line):
+                check(m.group(1), False, file, where)
 
     for step in lab.steps:
         scan(step.source, f"{lab.id}/{step.file}", 1, True)
-    for ex in lab.exercises.values():
-        for text in [ex.text, ex.solution, *ex.hints, *(w.run or w.answer for w in ex.wrong)]:
-            scan(text, r.meta_file, ex.line, False)
+    for eid in lab.exercises:
+        for text, line in r.learner_texts.get(eid, []):
+            scan(text, r.meta_file, line, False)
 
 
 def _load_checks(r: _Reader, lab: Lab) -> ModuleType | None:

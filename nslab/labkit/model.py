@@ -19,6 +19,19 @@ ITEM_ID_RE = LAB_ID_RE
 DEFAULT_SANDBOX = {"cpus": 1.0, "memory": "512m", "pids": 512, "disk": "1g"}
 DEFAULT_TIMEOUT = 10.0
 MAX_TIMEOUT = 60.0
+# Each opened hint takes this share of an exercise's points off what a later try earns.
+DEFAULT_HINT_COST = 0.25
+# A multiple-choice quiz can be brute-forced by trying each choice: only the first try
+# earns points unless the exercise says otherwise (`attempts:`).
+CHOICE_QUIZ_ATTEMPTS = 1
+# `::: only CONDITION` blocks in steps: the condition, and the host fact it names.
+ONLY_CONDITIONS = {"cgroup-v1": 1, "cgroup-v2": 2}
+# What a lab's assets/ folder may serve, by suffix: images a browser shows, nothing it runs
+# (an SVG is served with a policy that blocks its scripts).
+ASSET_TYPES = {".svg": "image/svg+xml", ".png": "image/png", ".jpg": "image/jpeg",
+               ".jpeg": "image/jpeg"}
+# One part of an asset's path: no leading dot, so never "..", never a hidden file.
+ASSET_PART_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,7 @@ class Step:
     file: str
     source: str
     exercises: list[str] = field(default_factory=list)  # in the order they are placed
+    conditions: set[str] = field(default_factory=set)  # of its `::: only` blocks
 
 
 @dataclass
@@ -69,10 +83,29 @@ class Exercise:
     wrong: list[Wrong] = field(default_factory=list)
     quiz: Quiz | None = None
     step: str | None = None
+    attempts: int | None = None  # as written in lab.yaml; see graded_attempts
+    hint_cost: float = DEFAULT_HINT_COST
+    walkthrough: str | None = None
 
     @property
     def kind(self) -> str:
         return "quiz" if self.quiz is not None else "task"
+
+    @property
+    def is_choice(self) -> bool:
+        return self.quiz is not None and self.quiz.choices is not None
+
+    @property
+    def graded_attempts(self) -> int | None:
+        """How many tries can earn points (None: every try)."""
+        if self.attempts is not None:
+            return self.attempts
+        return CHOICE_QUIZ_ATTEMPTS if self.is_choice else None
+
+    @property
+    def hint_points(self) -> float:
+        """The points one opened hint takes off."""
+        return round(self.points * self.hint_cost, 2)
 
 
 @dataclass
@@ -84,7 +117,8 @@ class Lab:
     minutes: int | None = None
     sandbox: dict = field(default_factory=dict)
     setup: str | None = None
-    params: dict[str, dict] = field(default_factory=dict)
+    params: dict[str, dict] = field(default_factory=dict)  # name -> {kind: spec}
+    hidden: frozenset[str] = frozenset()  # params whose values never leave the server
     steps: list[Step] = field(default_factory=list)
     exercises: dict[str, Exercise] = field(default_factory=dict)
     errors: list[LabError] = field(default_factory=list)
@@ -106,6 +140,18 @@ class Lab:
     def ordered_exercises(self) -> list[Exercise]:
         """Exercises in the order a learner meets them in the steps."""
         return [self.exercises[e] for s in self.steps for e in s.exercises if e in self.exercises]
+
+    @property
+    def conditional(self) -> bool:
+        """Whether a step has `::: only` blocks (its text depends on the host)."""
+        return any(step.conditions for step in self.steps)
+
+    def visible_params(self, params: dict) -> dict:
+        """The learner's values that their text may show: every one but the hidden."""
+        return {k: v for k, v in params.items() if k not in self.hidden}
+
+    def hidden_values(self, params: dict) -> list[str]:
+        return [str(params[k]) for k in sorted(self.hidden) if k in params]
 
     def check_function(self, exercise: Exercise):
         return getattr(self.checks, exercise.check, None) if exercise.check else None

@@ -1,5 +1,6 @@
 """A lab's text and values for one learner: params drawn, `{{ name }}` placeholders
-expanded, a step's Markdown cut at its `::: exercise ID` directives.
+expanded, hidden values redacted, a step's Markdown cut at its `::: exercise ID` and
+`::: only CONDITION` directives.
 
 The placeholder and directive syntax is defined here once; the loader validates a lab
 against the same expressions.
@@ -9,10 +10,18 @@ from __future__ import annotations
 
 import re
 import secrets
+from typing import NamedTuple
 
 PLACEHOLDER_RE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 DIRECTIVE_RE = re.compile(r"^:::(.*)$")
 EXERCISE_DIRECTIVE_RE = re.compile(r"^:::\s*exercise\s+(\S+)\s*$")
+ONLY_DIRECTIVE_RE = re.compile(r"^:::\s*only(?:\s+(.*?))?\s*$")
+END_DIRECTIVE_RE = re.compile(r"^:::\s*$")
+REDACTED = "…"
+# A hidden value this long is redacted wherever it appears; a shorter one (a small number,
+# a short word) only where no letter or digit touches it, or "1" would vanish from "10"
+# (it still goes from "10.1.0.1": a dot is not part of a number's digits).
+REDACT_ANYWHERE = 4
 TOKEN_LETTERS = "abcdefghijkmnpqrstuvwxyz23456789"
 
 
@@ -42,8 +51,8 @@ def param_env(params: dict) -> dict[str, str]:
     return {f"NSLAB_PARAM_{k.upper()}": str(v) for k, v in params.items()}
 
 
-def directive_lines(source: str):
-    """(line number, text) of each `:::` line outside fenced code blocks."""
+def text_lines(source: str):
+    """(line number, line) of each line of Markdown outside fenced code blocks."""
     fence = None
     for number, line in enumerate(source.splitlines(), 1):
         stripped = line.strip()
@@ -51,21 +60,56 @@ def directive_lines(source: str):
         if opener and (fence is None or stripped.startswith(fence)):
             fence = None if fence else opener.group(1)
             continue
-        if not fence and DIRECTIVE_RE.match(stripped):
-            yield number, stripped
+        if not fence:
+            yield number, line
 
 
-def split_at_exercises(source: str) -> list[tuple[str, str]]:
-    """A step's Markdown cut at its exercise directives: [("markdown", text) |
-    ("exercise", id)] in order (the lab was validated, so every directive is one)."""
+def directive_lines(source: str):
+    """(line number, text) of each `:::` line outside fenced code blocks."""
+    for number, line in text_lines(source):
+        if DIRECTIVE_RE.match(line.strip()):
+            yield number, line.strip()
+
+
+def placeholders(text: str | None) -> list[str]:
+    """The param names `text` uses, in order."""
+    return [m.group(1) for m in PLACEHOLDER_RE.finditer(text or "")]
+
+
+def redact(text: str, values: list[str]) -> tuple[str, bool]:
+    """`text` with each of `values` replaced by "…" (case-insensitive); whether any was."""
+    found = False
+    for value in sorted({v.strip() for v in values if v.strip()}, key=len, reverse=True):
+        pattern = re.escape(value)
+        if len(value) < REDACT_ANYWHERE:
+            pattern = rf"(?<![A-Za-z0-9]){pattern}(?![A-Za-z0-9])"
+        text, n = re.subn(pattern, REDACTED, text, flags=re.IGNORECASE)
+        found |= n > 0
+    return text, found
+
+
+class Part(NamedTuple):
+    """A piece of a step: Markdown (`only`: the condition of the block it sits in, if any)
+    or the place of an exercise."""
+
+    kind: str  # "markdown" or "exercise"
+    value: str  # the Markdown, or the exercise id
+    only: str | None = None
+
+
+def split_step(source: str) -> list[Part]:
+    """A step's Markdown cut at its directives, in order (the lab was validated: every
+    directive is an exercise, an `::: only CONDITION` opening a block, or `:::` closing it)."""
     lines = source.splitlines(keepends=True)
-    parts, start = [], 0
+    parts, start, only = [], 0, None
     for number, text in directive_lines(source):
-        m = EXERCISE_DIRECTIVE_RE.match(text)
-        if not m:
-            continue
-        parts.append(("markdown", "".join(lines[start:number - 1])))
-        parts.append(("exercise", m.group(1)))
+        parts.append(Part("markdown", "".join(lines[start:number - 1]), only))
         start = number
-    parts.append(("markdown", "".join(lines[start:])))
-    return [(kind, value) for kind, value in parts if kind == "exercise" or value.strip()]
+        if m := EXERCISE_DIRECTIVE_RE.match(text):
+            parts.append(Part("exercise", m.group(1)))
+        elif m := ONLY_DIRECTIVE_RE.match(text):
+            only = (m.group(1) or "").strip()
+        elif END_DIRECTIVE_RE.match(text):
+            only = None
+    parts.append(Part("markdown", "".join(lines[start:]), only))
+    return [p for p in parts if p.kind == "exercise" or p.value.strip()]

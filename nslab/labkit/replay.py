@@ -42,6 +42,7 @@ class LabTester:
         self.lab = lab
         self.params = params
         self.keep = keep
+        self.leaks: list[str] = []  # feedback that held a hidden value (redacted)
 
     def fresh(self) -> str:
         sb = self.client.create(**self.lab.sandbox_limits,
@@ -67,12 +68,18 @@ class LabTester:
         return out
 
     def check(self, ex: Exercise, sid: str | None, answer: str | None = None) -> Result:
-        return grade(self.lab, ex, client=self.client, sandbox_id=sid, params=self.params,
-                     answer=answer)
+        r = grade(self.lab, ex, client=self.client, sandbox_id=sid, params=self.params,
+                  answer=answer)
+        if r.redacted:
+            # The learner would read "…" where the check wrote a hidden value: the check
+            # must say what is wrong without it.
+            self.leaks.append(_short(r.feedback))
+        return r
 
     def exercise(self, ex: Exercise) -> Outcome:
         out = Outcome(ex.id)
         started = time.monotonic()
+        self.leaks = []
         try:
             if ex.quiz is not None and not ex.check:
                 self._quiz(ex, out)
@@ -80,6 +87,9 @@ class LabTester:
                 self._task(ex, out)
         except SandboxError as e:
             out.expect(False, f"sandbox error: {e.message}")
+        for feedback in self.leaks:
+            out.expect(False, f"the feedback showed a hidden param's value (the learner reads "
+                              f"it as …): {feedback}")
         out.seconds = time.monotonic() - started
         return out
 

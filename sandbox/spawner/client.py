@@ -42,6 +42,7 @@ class ExecHandle:
     stdout: int | None = None
     stderr: int | None = None
     exec_error: str | None = None  # why the command could not be started
+    go: int | None = None  # held: write one byte (enter.GO) to let it exec, or close it
 
 
 class SpawnerClient:
@@ -149,8 +150,10 @@ class SpawnerClient:
         pidfd = fds.pop(0) if reply.has_pidfd else None
         handle = ExecHandle(pid=reply.pid, pidfd=pidfd, exec_error=reply.exec_error)
         if spec.tty:
-            handle.master = fds[0]
-        else:
+            handle.master = fds.pop(0)
+        if reply.held:
+            handle.go = fds.pop(0)
+        if not spec.tty:
             handle.stdin, handle.stdout, handle.stderr = fds
         return handle
 

@@ -6,6 +6,12 @@ inside the sandbox's own devpts if asked, forks F into the sandbox's pid namespa
 sends F's pid and the PTY master back and exits. F starts a new session, becomes the
 chosen user, sets no_new_privs and execs the command with a clean environment and no
 inherited fds.
+
+A held exec (`ExecSpec.hold`, for a traced run) stops F just before it resolves and execs
+the command: F waits on a pipe whose write end E sends to the daemon beside the report.
+The daemon attaches the host's tracer to F, then writes one byte; F execs only on that
+byte (EOF, the daemon gone or giving up, makes F exit), so the command never runs
+untraced. E cannot wait for the exec then, so F reports a failed exec on its stderr.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from .. import libc
 from ..procfs import start_time
 from .rootfs import (DEFAULT_PATH, Step, become_ns_root, close_fds_except, join_cgroup,
                      read_all)
-from .spec import ExecSpec, Report, encode_report, send, write_report
+from .spec import GO, ExecSpec, Report, encode_report, send, write_report
 
 NAMESPACES_JOIN_ORDER = ("user", "ipc", "uts", "net", "cgroup", "pid", "mnt")
 
@@ -56,10 +62,11 @@ def start(w: int, spec: ExecSpec, report_fd: int, stdio: list[int]) -> None:
             master, slave = os.openpty()
             set_winsize(master, spec.rows, spec.cols)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    go_r, go_w = os.pipe2(os.O_CLOEXEC) if spec.hold else (None, None)
     pid = os.fork()
     if pid == 0:
         try:
-            run(spec, err_w, slave, stdio)
+            run(spec, err_w, slave, stdio, go_r)
         except BaseException as e:  # noqa: BLE001
             try:
                 os.write(err_w, str(e).encode()[:4000])
@@ -69,16 +76,37 @@ def start(w: int, spec: ExecSpec, report_fd: int, stdio: list[int]) -> None:
     os.close(err_w)
     if slave is not None:
         os.close(slave)
-    exec_error = read_all(err_r).decode(errors="replace") or None
-    report = Report(pid=pid, exec_error=exec_error)
-    send(socket.socket(fileno=report_fd), encode_report(report),
-         [master] if master is not None else [])
+    fds = [master] if master is not None else []
+    if go_w is not None:
+        # F waits for the daemon: it has not exec'd, and a failed exec is reported on
+        # its stderr; E only reports a failure before the wait.
+        os.close(go_r)
+        exec_error = _early_error(err_r)
+        fds.append(go_w)
+    else:
+        exec_error = read_all(err_r).decode(errors="replace") or None
+    report = Report(pid=pid, exec_error=exec_error, held=go_w is not None)
+    send(socket.socket(fileno=report_fd), encode_report(report), fds)
     write_report(w, Report(pid=pid))
 
 
-def run(spec: ExecSpec, err_w: int, slave: int | None, stdio: list[int]) -> None:
+def _early_error(err_r: int) -> str | None:
+    """What a held F wrote before it began to wait (it failed: setting up the user, say),
+    or None; F writes a single byte, WAITING, when it is ready instead."""
+    data = read_all(err_r)
+    if data == WAITING or not data:
+        return None
+    return data.decode(errors="replace")
+
+
+WAITING = b"\0"
+
+
+def run(spec: ExecSpec, err_w: int, slave: int | None, stdio: list[int],
+        go_r: int | None = None) -> None:
     """F: take the terminal or the pipes, become the user, exec the command. Why execve
-    failed (if it did) goes to `err_w`, which closes on exec."""
+    failed (if it did) goes to `err_w`, which closes on exec. Held (`go_r`): wait for the
+    daemon's byte on `go_r` first, and report a failed exec on stderr."""
     os.setsid()
     if slave is not None:
         fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
@@ -87,7 +115,7 @@ def run(spec: ExecSpec, err_w: int, slave: int | None, stdio: list[int]) -> None
         fds = stdio
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
-    close_fds_except({err_w})
+    close_fds_except({err_w} if go_r is None else {err_w, go_r})
     user = spec.user
     uid, gid, home, _shell = parse_passwd(user)
     name = str(user) if not isinstance(user, int) else ""
@@ -106,7 +134,23 @@ def run(spec: ExecSpec, err_w: int, slave: int | None, stdio: list[int]) -> None
         env["TERM"] = "xterm-256color"
     env.update(spec.env or {})
     argv = spec.argv
+    if go_r is not None:
+        wait_for_go(err_w, go_r)
+        try:
+            os.execve(which(argv[0], env["PATH"]), argv, env)
+        except OSError as e:
+            os.write(2, f"nslab: {e}\n".encode(errors="replace")[:4000])
+            os._exit(127)
     os.execve(which(argv[0], env["PATH"]), argv, env)
+
+
+def wait_for_go(err_w: int, go_r: int) -> None:
+    """F, held: tell E it is waiting (E reports then), and exec only on the daemon's byte."""
+    os.write(err_w, WAITING)
+    os.close(err_w)
+    if os.read(go_r, 1) != GO:
+        os._exit(125)  # the daemon gave up (or is gone): the command must not run untraced
+    os.close(go_r)
 
 
 def parse_passwd(user: str | int) -> tuple[int, int, str, str]:

@@ -240,7 +240,7 @@ def _exec(spec: ExecSpec) -> tuple[Reply, list[int]]:
         pidfd = None  # it already exited and was reaped; the exit event follows
     out = ([pidfd] if pidfd is not None else []) + master_fds + stdio_parent
     return Reply(pid=report.pid, exec_error=report.exec_error,
-                 has_pidfd=pidfd is not None), out
+                 has_pidfd=pidfd is not None, held=report.held), out
 
 
 # ---------------------------------------------------------------- forked children

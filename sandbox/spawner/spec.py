@@ -20,6 +20,7 @@ from typing import ClassVar
 
 MAX_MSG = 1 << 20  # the largest message either side reads
 MAX_FDS = 8        # the most descriptors one message carries
+GO = b"g"          # what the daemon writes on a held process's go pipe to let it exec
 
 
 # ---------------------------------------------------------------- requests
@@ -105,6 +106,7 @@ class ExecSpec:
     env: dict[str, str] = field(default_factory=dict)
     rows: int = 24
     cols: int = 80
+    hold: bool = False  # stop before the exec until the daemon's byte (enter.py)
 
 
 Request = BootSpec | ParkSpec | Unpark | ExecSpec
@@ -147,6 +149,8 @@ class Reply:
     pid: int | None = None  # spawn: the sandbox's init (on failure too: to kill); exec: the process
     exec_error: str | None = None  # exec: why the process could not be started (execve failed)
     has_pidfd: bool = False  # exec: the first descriptor is a pidfd of `pid`
+    held: bool = False  # exec: the process waits; a descriptor (after the PTY master, if
+                        # any) is the write end of its go pipe
     error: str | None = None
     errno: int | None = None
 
@@ -196,6 +200,7 @@ class Report:
 
     pid: int | None = None
     exec_error: str | None = None
+    held: bool = False  # exec: the process waits for its go byte; its pipe comes along
     parked: bool = False
     error: str | None = None
     errno: int | None = None

@@ -55,6 +55,35 @@
     }
   }
 
+  function pts(n) { return n + (n === 1 ? " pt" : " pts"); }
+
+  // What the next try and hint are worth, as the server says (progress.exercise_state):
+  // the learner sees the price before paying it.
+  function setCost(exercise, state) {
+    if (!state) { return; }
+    var cost = exercise.querySelector('[data-role="cost"]');
+    if (cost) { cost.textContent = state.cost_text || ""; }
+    var button = exercise.querySelector('button[data-action="hint"]');
+    if (!button) { return; }
+    if (state.hints_used >= state.hints) { button.hidden = true; return; }
+    button.textContent = "Show hint " + (state.hints_used + 1) + " of " + state.hints;
+    if (state.hint_cost) {
+      var price = document.createElement("span");
+      price.className = "hint-cost";
+      price.textContent = " (\u2212" + pts(state.hint_cost) + ")";
+      button.appendChild(price);
+    }
+  }
+
+  function showWalkthrough(exercise, html) {
+    var box = exercise.querySelector('[data-role="walkthrough"]');
+    if (!box || !html) { return; }
+    box.querySelector('[data-role="walkthrough-body"]').innerHTML = html;  // sanitised by the server
+    box.hidden = false;
+    var note = exercise.querySelector('[data-role="walkthrough-note"]');
+    if (note) { note.remove(); }
+  }
+
   function refreshScore() {
     fetch("/api/labs/" + encodeURIComponent(lab) + "?course=" + course,
           {credentials: "same-origin", headers: {"Accept": "application/json"}})
@@ -113,8 +142,17 @@
         return;
       }
       showResult(exercise, data.passed, data.feedback_html, data.feedback);
-      setStatus(exercise, data.passed ? "passed" : (exercise.classList.contains("status-passed") ? "passed" : "failed"),
-                data.points, data.max_points);
+      if (data.note) {
+        var note = document.createElement("p");
+        note.className = "exercise-note";
+        note.textContent = data.note;
+        exercise.querySelector('[data-role="result"]').appendChild(note);
+      }
+      var state = data.exercise || {};
+      setStatus(exercise, state.status || (data.passed ? "passed" : "failed"),
+                state.score !== undefined ? state.score : data.points, data.max_points);
+      setCost(exercise, state);
+      showWalkthrough(exercise, data.walkthrough_html);
       if (data.passed) { refreshScore(); }
       if (data.step_complete) { unlockNext(exercise.closest(".step")); }
     }).catch(function () {
@@ -137,11 +175,7 @@
       item.appendChild(label);
       item.insertAdjacentHTML("beforeend", data.hint_html);  // sanitised by the server
       exercise.querySelector('[data-role="hints"]').appendChild(item);
-      if (data.hints_used >= data.hints) {
-        button.hidden = true;
-      } else {
-        button.textContent = "Show hint " + (data.hints_used + 1) + " of " + data.hints;
-      }
+      setCost(exercise, data.exercise);
     }).finally(function () { button.disabled = false; });
   }
 

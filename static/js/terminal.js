@@ -17,7 +17,9 @@
  * write callback acknowledges it, which is what lets the server send more (flow control).
  * Keystrokes go as text, numbered (the server sends them as UTF-8, in order): a binary
  * event from the page is two engine.io messages, which the server's threads may take
- * out of order.
+ * out of order. Keys typed before a tab's shell is there (a first open waits for the
+ * sandbox and the lab's setup; a reconnect for the socket) are kept, in order, and sent
+ * when it opens; the server holds a new shell's keys until the shell reads them.
  * The exec ids of the open tabs live in sessionStorage, so a reload or a reconnect
  * reattaches to the same shells and gets their scrollback.
  * Idle stop (webapp/sandboxes/idle.py): `idle` {seconds_left} shows a banner above the terminal
@@ -43,6 +45,9 @@
   // rarely (each ack is an event the server handles).
   const ACK_EVERY = 64 * 1024;
   const ACK_DELAY = 250; // ms
+  // Keys (and "Run in terminal" code) held while a tab waits for its shell; a paste
+  // bigger than this into a terminal that is not there is dropped rather than kept.
+  const QUEUE_MAX = 1024 * 1024;
 
   // ---------------------------------------------------------------- layout
 
@@ -164,7 +169,7 @@
   function newTab(execId) {
     const t = {
       n: ++counter, execId: execId, seq: 0, ready: false, exited: false, gen: 0,
-      ackPending: 0, ackTimer: null, queued: [],
+      ackPending: 0, ackTimer: null, queued: [], queuedChars: 0,
     };
     t.pane = element("div", "terminal-pane", panes);
     Object.assign(t.pane.style, { position: "absolute", inset: "0", display: "none" });
@@ -191,6 +196,9 @@
       scrollback: 5000,
       fontFamily: "ui-monospace, SFMono-Regular, Menlo, Consolas, 'DejaVu Sans Mono', monospace",
       fontSize: 14,
+      // At a line height of 1 the cell is exactly the font's height and the renderer
+      // clips glyphs that reach below it: underscores vanished (`cpu.cfs quota us`).
+      lineHeight: 1.15,
       theme: colours(),
     });
     t.fit = new FitAddon.FitAddon();
@@ -310,9 +318,22 @@
 
   function send(t, text, binary) {
     if (readonly || !text.length) return;
-    if (!t.ready) return; // reconnecting: keystrokes typed into the void are dropped
+    if (!t.ready) {
+      // Opening (a first open waits for the new sandbox and its setup) or reconnecting:
+      // keep the keys, in order, for when the shell is there ('opened').
+      if (t.queuedChars + text.length > QUEUE_MAX) return; // a flood into nothing
+      t.queued.push([text, !!binary]);
+      t.queuedChars += text.length;
+      return;
+    }
     if (binary) socket.emit("input", t.execId, t.seq++, text, true);
     else socket.emit("input", t.execId, t.seq++, text);
+  }
+
+  function flushQueued(t) {
+    const queued = t.queued.splice(0);
+    t.queuedChars = 0;
+    for (const [text, binary] of queued) send(t, text, binary);
   }
 
   function clipboardKeys(t, ev) {
@@ -334,9 +355,7 @@
     if (!t || readonly) return;
     code = code.replace(/\r\n?/g, "\n").replace(/\n+$/, "");
     if (!code) return;
-    const text = code.replace(/\n/g, "\r") + "\r";
-    if (t.ready) send(t, text);
-    else t.queued.push(text);
+    send(t, code.replace(/\n/g, "\r") + "\r"); // queued until the shell is there
     t.term.focus();
   }
 
@@ -414,7 +433,7 @@
     t.tab.classList.remove("exited");
     t.term.reset(); // the scrollback follows
     save();
-    for (const text of t.queued.splice(0)) send(t, text);
+    flushQueued(t);
   });
 
   socket.on("exit", (m) => {
@@ -424,6 +443,8 @@
     t.execId = null;
     t.ready = false;
     t.exited = true;
+    t.queued = []; // keys meant for the shell that ended, never for the next one
+    t.queuedChars = 0;
     t.exitedAt = Date.now();
     t.tab.classList.add("exited");
     save();

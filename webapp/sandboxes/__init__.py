@@ -2,8 +2,9 @@
 (`activity`), their idle stop (`idle`), and the terminals of their lab pages.
 
 `init_app(app, socketio)` gives an app what it holds for its sandboxes, all on the app
-(`app.extensions`, keys in `service`): the client of sandboxd, the activity tracker,
-the idle sweeper, and the `/terminal` namespace wired to them. Features reach them
+(`app.extensions`, keys in `service`): the client of sandboxd, the locks that make
+parallel opens of one learner's lab take turns, the activity tracker, the idle sweeper,
+and the `/terminal` namespace wired to them. Features reach them
 through the functions re-exported here (`sandboxes.client()`, `sandboxes.touch(...)`).
 """
 
@@ -17,8 +18,9 @@ from sandbox.client import Client
 from ..terminal import register_terminal
 from . import idle
 from .activity import ActivityTracker
-from .service import (ACTIVITY, CLIENT, TERMINAL, client, find_for_terminal, may_use, notify,
-                      reset, sandbox_for, touch, touch_sandbox, tracker)
+from .service import (ACTIVITY, CLIENT, OPENING, TERMINAL, KeyedLocks, client,
+                      find_for_terminal, may_use, notify, reset, sandbox_for, touch,
+                      touch_sandbox, tracker)
 
 __all__ = ["init_app", "client", "tracker", "sandbox_for", "reset", "may_use", "touch",
            "touch_sandbox", "notify", "ActivityTracker"]
@@ -29,6 +31,7 @@ def init_app(app: Flask, socketio: SocketIO) -> None:
     first request served) and the terminals, on `app`."""
     daemon = Client(app.config.get("NSLAB_SOCKET"))
     app.extensions[CLIENT] = daemon
+    app.extensions[OPENING] = KeyedLocks()
 
     def all_clear(sandbox_id: str) -> None:
         notify(sandbox_id, "idle", {"sandbox_id": sandbox_id, "seconds_left": None}, app=app)

@@ -5,15 +5,21 @@ sandboxd. A learner's home volume is named after the assignment, so it outlives 
 sandbox that was stopped or destroyed and comes back when the lab is opened again.
 
 What an app holds for its sandboxes lives on the app, under the keys below, made by
-`webapp.sandboxes.init_app`: the daemon's client, the activity tracker, and the
-`/terminal` namespace (the relays of the pages attached to each sandbox).
+`webapp.sandboxes.init_app`: the daemon's client, the activity tracker, the
+`/terminal` namespace (the relays of the pages attached to each sandbox), and the locks
+that let one open at a time make or start a learner's sandbox for a lab (several tabs
+opened at once all get the one sandbox).
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from flask import Flask, current_app
+from sqlalchemy.exc import IntegrityError
 
 from nslab.labkit.model import DEFAULT_SANDBOX
 from nslab.labkit.provision import run_setup
@@ -28,6 +34,34 @@ from .activity import ActivityTracker
 CLIENT = "nslab.sandboxd"      # app.extensions[CLIENT]: the sandbox.client.Client
 ACTIVITY = "nslab.activity"    # app.extensions[ACTIVITY]: the ActivityTracker
 TERMINAL = "nslab.terminal"    # app.extensions[TERMINAL]: the TerminalNamespace
+OPENING = "nslab.opening"      # app.extensions[OPENING]: the KeyedLocks of sandbox_for
+
+
+class KeyedLocks:
+    """A lock per key (a learner's lab), made when first wanted and dropped when nobody
+    holds it or waits for it, so the registry does not grow with every lab ever opened.
+    The web app is one process (`nslab serve`), so these serialise every open of a lab."""
+
+    def __init__(self):
+        self._guard = threading.Lock()
+        self._locks: dict[Hashable, list] = {}  # key -> [its lock, holders and waiters]
+
+    @contextmanager
+    def hold(self, key: Hashable) -> Iterator[None]:
+        with self._guard:
+            entry = self._locks.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._guard:
+                entry[1] -= 1
+                if not entry[1]:
+                    del self._locks[key]
+
+    def __len__(self) -> int:
+        return len(self._locks)
 
 
 def client() -> Client:
@@ -86,34 +120,53 @@ def _member_lab(user: User, course_id, lab_id) -> tuple[Course, str]:
 
 
 def sandbox_for(user: User, course_id, lab_id) -> str:
-    """The id of this learner's running sandbox for the lab, creating or starting it."""
+    """The id of this learner's running sandbox for the lab, creating or starting it.
+    Opens of the same lab by the same learner (tabs opened at once) take turns: the
+    first makes the sandbox, the others find it made."""
     if not getattr(user, "is_authenticated", False):
         raise NotFound("sign in first")
     course, lab = _member_lab(user, course_id, lab_id)
-    assignment = db.session.execute(db.select(SandboxAssignment).filter_by(
-        user_id=user.id, course_id=course.id, lab_id=lab)).scalar_one_or_none()
-    if assignment is None:
-        assignment = SandboxAssignment(user_id=user.id, course_id=course.id, lab_id=lab)
-        db.session.add(assignment)
-        db.session.flush()
-    c = client()
-    sid = assignment.sandbox_id
-    touch_sandbox(sid)  # before the daemon is asked: an idle stop under way holds off
-    if sid:
-        try:
-            state = c.get(sid)["state"]
-            if state != "running":
-                c.start(sid)
-        except NotFound:
-            sid = None
-    if not sid:
-        sid = _create(c, user, course, lab, assignment)
-    assignment.sandbox_id = sid
-    assignment.state = SandboxState.RUNNING
-    assignment.last_active = datetime.now(timezone.utc)
-    db.session.commit()
+    with current_app.extensions[OPENING].hold((user.id, course.id, lab)):
+        assignment = _assignment(user, course, lab)
+        c = client()
+        sid = assignment.sandbox_id
+        touch_sandbox(sid)  # before the daemon is asked: an idle stop under way holds off
+        if sid:
+            try:
+                state = c.get(sid)["state"]
+                if state != "running":
+                    c.start(sid)
+            except NotFound:
+                sid = None
+        if not sid:
+            sid = _create(c, user, course, lab, assignment)
+        assignment.sandbox_id = sid
+        assignment.state = SandboxState.RUNNING
+        assignment.last_active = datetime.now(timezone.utc)
+        db.session.commit()
     touch_sandbox(sid)
     return sid
+
+
+def _assignment(user: User, course: Course, lab: str) -> SandboxAssignment:
+    """The learner's assignment for the lab as committed now (another open may just have
+    made its sandbox), made and committed first if there is none: no write transaction
+    stays open while the daemon makes a sandbox (SQLite would hold every other writer)."""
+    # What the caller has pending goes first; the commit also expires what the session
+    # holds, so the read below sees what another open committed meanwhile.
+    db.session.commit()
+    query = db.select(SandboxAssignment).filter_by(
+        user_id=user.id, course_id=course.id, lab_id=lab)
+    assignment = db.session.execute(query).scalar_one_or_none()
+    if assignment is not None:
+        return assignment
+    db.session.add(SandboxAssignment(user_id=user.id, course_id=course.id, lab_id=lab))
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # Another web process made it between the read and the write.
+        db.session.rollback()
+    return db.session.execute(query).scalar_one()
 
 
 def find_for_terminal(user: User, course_id, lab_id) -> str:
@@ -134,11 +187,17 @@ def _create(c: Client, user: User, course: Course, lab_id: str,
     usable = lab is not None and lab.ok
     # A lab folder without lab.yaml (a plain lesson) gets the default sandbox.
     limits = lab.sandbox_limits if usable else DEFAULT_SANDBOX
+    params = None
+    if usable and lab.setup:
+        # Drawn (and committed) before the sandbox is made: no write transaction waits
+        # on the daemon.
+        params = labstore.params_for(user, course, lab)
+        db.session.commit()
     sb = c.create(**limits, home=_home_name(assignment),
                   labels={"user": user.username, "course": str(course.id), "lab": lab_id})
-    if usable and lab.setup:
+    if params is not None:
         try:
-            run_setup(c, sb["id"], lab, labstore.params_for(user, course, lab))
+            run_setup(c, sb["id"], lab, params)
         except SandboxError:
             c.destroy(sb["id"])
             raise
@@ -149,18 +208,20 @@ def reset(user: User, course_id, lab_id) -> bool:
     """Destroy this learner's sandbox for the lab (its home volume is kept); the next open
     makes a fresh one. False if there was none."""
     course, lab = _member_lab(user, course_id, lab_id)
-    assignment = db.session.execute(db.select(SandboxAssignment).filter_by(
-        user_id=user.id, course_id=course.id, lab_id=lab)).scalar_one_or_none()
-    if assignment is None or not assignment.sandbox_id:
-        return False
-    try:
-        client().destroy(assignment.sandbox_id)
-    except NotFound:
-        pass
-    tracker().forget(assignment.sandbox_id)
-    assignment.sandbox_id = None
-    assignment.state = SandboxState.STOPPED
-    db.session.commit()
+    with current_app.extensions[OPENING].hold((user.id, course.id, lab)):  # not mid-open
+        db.session.commit()  # a fresh read: an open may just have made the sandbox
+        assignment = db.session.execute(db.select(SandboxAssignment).filter_by(
+            user_id=user.id, course_id=course.id, lab_id=lab)).scalar_one_or_none()
+        if assignment is None or not assignment.sandbox_id:
+            return False
+        try:
+            client().destroy(assignment.sandbox_id)
+        except NotFound:
+            pass
+        tracker().forget(assignment.sandbox_id)
+        assignment.sandbox_id = None
+        assignment.state = SandboxState.STOPPED
+        db.session.commit()
     return True
 
 

@@ -8,7 +8,9 @@ keyed by exec id):
   open   {sandbox_id | course+lab, rows, cols, exec_id?, readonly?, tag?}
                                     → opened {tag, exec_id, sandbox_id, readonly, reattached}
   input  (exec_id, seq, text[, binary])  keystrokes, numbered from 0 per open: text is
-                                    sent as UTF-8; with binary, each char is one byte
+                                    sent as UTF-8; with binary, each char is one byte.
+                                    A new shell's keys are held until its first output
+                                    (the page keeps those typed before `opened`)
   resize {exec_id, rows, cols}
   ack    {exec_id, bytes}           bytes xterm has written (its write callback)
   close  {exec_id, kill?}           detach; with kill, end the shell as well

@@ -152,7 +152,8 @@ class TerminalNamespace(Namespace):
             stream = client.attach(exec_id, readonly=readonly, replay=True)
         except SandboxError as e:
             return self._error(e.message, tag=tag, exec_id=exec_id, retry=_retryable(e))
-        relay = Relay(self, request.sid, exec_id, sandbox_id, readonly, stream, self.get_client)
+        relay = Relay(self, request.sid, exec_id, sandbox_id, readonly, stream, self.get_client,
+                      new_shell=not reattached)
         with self._lock:
             terms = self.relays.get(request.sid)
             if terms is None:  # the page went away while we were opening

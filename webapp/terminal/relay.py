@@ -22,6 +22,9 @@ WINDOW = 256 * 1024      # unacknowledged bytes per viewer before the relay stop
 CHUNK = 64 * 1024        # largest output event; the window is checked between chunks
 INPUT_CHUNK = 64 * 1024  # largest stdin frame to the daemon (its limit is 1 MiB)
 MAX_REORDER = 256        # input events held waiting for an earlier one before giving up
+# A new shell's keys wait for its first output (its prompt: bash has set up its line
+# editor by then), at most this long (a shell that prints nothing still gets them).
+HOLD_MAX = 3.0
 OUTPUT = (Channel.STDOUT, Channel.STDERR)
 
 
@@ -39,7 +42,8 @@ class Relay:
     """One attached terminal: the daemon's stream → one page, with the credit window."""
 
     def __init__(self, ns: Pages, sid: str, exec_id: str, sandbox_id: str,
-                 readonly: bool, stream: AttachStream, get_client: Callable[[], Client]):
+                 readonly: bool, stream: AttachStream, get_client: Callable[[], Client],
+                 new_shell: bool = False):
         self.ns = ns
         self.sid = sid
         self.exec_id = exec_id
@@ -57,6 +61,16 @@ class Relay:
         self._next_seq = 0
         self._early: dict[int, bytes] = {}
         self._ahead: tuple[int, bytes] | StreamClosed | None = None  # read while merging
+        # Keys for a shell that has not started reading yet. Written to its PTY at once they
+        # would not be lost, but the terminal would echo them before the prompt (cooked
+        # mode) and the line editor again after it.
+        self._holding = new_shell and not readonly
+        self._held: list[bytes] = []
+        self._hold_timer: threading.Timer | None = None
+        if self._holding:
+            self._hold_timer = threading.Timer(HOLD_MAX, self._release)
+            self._hold_timer.daemon = True
+            self._hold_timer.start()
 
     # ------------------------------------------------------------ from the page
 
@@ -72,7 +86,7 @@ class Relay:
             return
         with self._input_lock:
             if seq is None:
-                self._write(data)
+                self._deliver(data)
                 return
             if seq < self._next_seq:
                 return  # a duplicate
@@ -81,8 +95,29 @@ class Relay:
                 # An event never came (cannot happen on one connection): send what we have.
                 self._next_seq = min(self._early)
             while self._next_seq in self._early:
-                self._write(self._early.pop(self._next_seq))
+                self._deliver(self._early.pop(self._next_seq))
                 self._next_seq += 1
+
+    def _deliver(self, data: bytes) -> None:
+        # Under _input_lock: keys in order, after any held ones.
+        if self._holding:
+            self._held.append(data)
+        else:
+            self._write(data)
+
+    def _release(self) -> None:
+        """The shell is there (its first output, or HOLD_MAX passed): the held keys go to
+        it, in order, before any later ones."""
+        with self._input_lock:
+            if not self._holding:
+                return
+            self._holding = False
+            held, self._held = self._held, []
+            if not self.closed:
+                for data in held:
+                    self._write(data)
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
 
     def _write(self, data: bytes) -> None:
         for i in range(0, len(data), INPUT_CHUNK):
@@ -97,6 +132,8 @@ class Relay:
         with self._credit:
             self.closed = True
             self._credit.notify_all()
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
         self.stream.abort()
 
     # ------------------------------------------------------------ daemon → page
@@ -116,6 +153,8 @@ class Relay:
                     continue
                 if channel in OUTPUT:
                     self._send_output(self._merge(data))
+                    if self._holding:
+                        self._release()
                 elif channel == Channel.EXIT:
                     try:
                         self.exit_code = json.loads(data).get("exit_code")
@@ -129,6 +168,8 @@ class Relay:
             self.ns.send(self.sid, "error", {"exec_id": self.exec_id,
                                              "message": "the terminal connection failed"})
         finally:
+            if self._hold_timer is not None:
+                self._hold_timer.cancel()
             self.stream.close()
             self.ns.forget(self, ended=self.exit_code is not None)
 

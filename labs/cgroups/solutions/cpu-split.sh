@@ -12,4 +12,5 @@ for g in gold silver; do
   setsid -f sh -c "echo \$\$ > $B/$g/cgroup.procs && exec taskset -c 0 stress-ng --cpu 1 --quiet" \
     </dev/null >/dev/null 2>&1
 done
-sleep 0.5
+# Each stress-ng forks its worker once it runs; a busy host may take a while.
+for i in $(seq 100); do [ "$(pgrep -cx stress-ng-cpu)" -ge 2 ] && break; sleep 0.1; done

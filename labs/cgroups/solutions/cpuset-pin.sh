@@ -7,4 +7,4 @@ else
 fi
 echo {{ cpu }} > $G/cpuset.cpus
 setsid -f sh -c "echo \$\$ > $G/cgroup.procs && exec stress-ng --cpu 1 --quiet" </dev/null >/dev/null 2>&1
-sleep 0.5
+for i in $(seq 100); do pgrep -x stress-ng-cpu >/dev/null && break; sleep 0.1; done

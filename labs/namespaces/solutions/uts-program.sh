@@ -1,4 +1,5 @@
 # Reference solution of uts-program: a C program that calls unshare(CLONE_NEWUTS) itself.
+# The check runs /root/utsns itself (under the host's tracer), so building it is enough.
 set -e
 cat > /root/utsns.c <<'SRC'
 #define _GNU_SOURCE
@@ -26,8 +27,3 @@ int main(int argc, char *argv[])
 }
 SRC
 gcc -o /root/utsns /root/utsns.c
-setsid -f /root/utsns {{ progname }} </dev/null >/dev/null 2>&1
-for i in $(seq 100); do
-    pid=$(pgrep -x utsns) && [ "$(nsenter --target "$pid" --uts hostname)" = {{ progname }} ] && break
-    sleep 0.1
-done
