@@ -307,3 +307,20 @@ def test_lab_test_replays_solutions_and_catches_a_wrong_check(lab, sandboxd):
     assert bad.returncode == 1
     assert "FAIL  sleeper" in bad.stdout and "FAIL  fresh sandbox fails: always" in bad.stdout
     assert "but it PASSED" in bad.stdout
+
+
+def test_a_quiz_checked_on_the_sandbox_may_stage_it_in_a_wrong_answer(lab):
+    """A quiz graded by a check may replay `run:` then `answer:` (a learner who sets the
+    sandbox up to mislead the check); a quiz with a fixed answer may not, with file:line."""
+    ns = load_lab(REPO / "labs" / "namespaces")
+    staged = [w for w in ns.exercises["ns-compare"].wrong if w.run is not None]
+    assert staged and all(w.answer for w in staged)
+    meta = lab / "lab.yaml"
+    text = meta.read_text()
+    anchor = text.index("answer: catatonit")
+    wrong_at = text.index("wrong:", anchor)
+    first = text.index("- answer:", wrong_at)
+    meta.write_text(text[:first] + "- run: pkill -x catatonit\n        " + text[first + 2:])
+    got = errors(lab)
+    assert f"example/lab.yaml:{line_of(meta, 'run: pkill -x catatonit')}: a wrong answer of " \
+           "a quiz uses 'answer', not 'run'" in got

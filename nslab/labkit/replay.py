@@ -123,10 +123,11 @@ class LabTester:
         for n, wrong in enumerate(ex.wrong, 1):
             sid = None
             try:
-                if wrong.run is not None:
+                if wrong.run is not None:  # a task's attempt, or a quiz's staged sandbox
                     sid = self.fresh()
                     self.shell(sid, wrong.run)
-                    r = self.check(ex, sid)
+                    r = self.check(ex, sid, None if wrong.answer is None
+                                   else expand(wrong.answer, self.params))
                 else:
                     if ex.check:
                         sid = self.fresh()
