@@ -20,6 +20,7 @@ import re
 import signal
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,18 @@ MIN_MEMORY = 4 << 20
 MAX_BYTES = 1 << 50  # 1 PiB: anything above is a typo, not a limit
 MAX_PIDS = 4_194_304  # PID_MAX_LIMIT, linux/threads.h
 WEIGHT_MIN, WEIGHT_MAX = 1, 10_000  # CGROUP_WEIGHT_MIN/MAX, linux/cgroup.h
+
+# How many cgroups a sandbox's root may make below its group. Each one costs kernel memory
+# and host time whenever the daemon reads or removes the subtree (10,000 empty ones made
+# inspect take 3.9 s and destroy 1.5 s). The labs nest two deep (team/job) and make a
+# handful; a container engine inside adds one or two per container; v2's own leaf
+# (<group>/init) counts as one. 8 levels and 128 groups leave ample room for all of that.
+# v2 enforces both on the group (cgroup.max.depth, cgroup.max.descendants, which stay
+# root's); v1 has no such knob, so there `tree()` reads at most TREE_LIMIT cgroups and
+# says the rest were left out.
+MAX_DEPTH = 8
+MAX_DESCENDANTS = 128
+TREE_LIMIT = 1 + MAX_DESCENDANTS  # the group itself and every descendant v2 allows
 
 _COMPONENT_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@:+-]{0,127}")
 
@@ -257,10 +270,28 @@ class CgroupManager(ABC):
             raise cgroup_error("reading", path, e) from None
 
     def _node_pids(self, node: Path) -> set[int]:
-        # A threaded v2 cgroup has no process list (EOPNOTSUPP); its domain parent lists
-        # the processes instead.
-        text = self._read(node / "cgroup.procs", tolerate=(errno.EOPNOTSUPP,))
-        return {int(x) for x in (text or "").split()}
+        # Read with plain os calls: kill and remove read this file in every cgroup of a
+        # learner's subtree, and pathlib's text layer costs five times the kernel's part.
+        path = node / "cgroup.procs"
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            # A threaded v2 cgroup has no process list (EOPNOTSUPP); its domain parent
+            # lists the processes instead. ENOENT, ENODEV: removed meanwhile.
+            if e.errno in (errno.ENOENT, errno.ENODEV, errno.EOPNOTSUPP):
+                return set()
+            raise cgroup_error("reading", path, e) from None
+        try:
+            chunks = []
+            while chunk := os.read(fd, 1 << 16):
+                chunks.append(chunk)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENODEV, errno.EOPNOTSUPP):
+                return set()
+            raise cgroup_error("reading", path, e) from None
+        finally:
+            os.close(fd)
+        return {int(x) for x in b"".join(chunks).split()}
 
     def _mkdir(self, path: Path) -> bool:
         """Create one cgroup; False if it already existed."""
@@ -297,22 +328,32 @@ class CgroupManager(ABC):
             delay = min(delay * 2, 0.1)
 
     @staticmethod
-    def _walk(base: Path, *, bottom_up: bool = False) -> list[str]:
-        """Relative paths ("" for base itself) of every cgroup in base's subtree, parents
-        first (or last). Iterative: the sandbox's root may nest deeper than Python's
-        recursion limit."""
+    def _scan(base: Path, limit: int | None = None) -> tuple[list[str], bool]:
+        """Relative paths ("" for base itself) of the cgroups in base's subtree, breadth
+        first (every parent before its children, shallow ones first), and whether more
+        than `limit` exist (then only the first `limit` are returned). Iterative: the
+        sandbox's root may nest deeper than Python's recursion limit."""
         found: list[str] = []
-        stack = [""]
-        while stack:
-            rel = stack.pop()
+        queue = deque([""])
+        while queue:
+            if limit is not None and len(found) >= limit:
+                return found, True
+            rel = queue.popleft()
             try:
                 entries = list(os.scandir(base / rel if rel else base))
             except FileNotFoundError:
                 continue  # removed meanwhile (or base never existed)
             found.append(rel)
-            stack.extend(f"{rel}/{e.name}" if rel else e.name
+            queue.extend(f"{rel}/{e.name}" if rel else e.name
                          for e in entries if e.is_dir(follow_symlinks=False))
-        # Pre-order from the stack: every parent precedes its children.
+        return found, False
+
+    @classmethod
+    def _walk(cls, base: Path, *, bottom_up: bool = False) -> list[str]:
+        """Every cgroup of base's subtree, parents first (or last): for kill and remove,
+        which must reach all of them. Slow for a learner-sized tree: never on the event
+        loop."""
+        found = cls._scan(base)[0]
         return found[::-1] if bottom_up else found
 
     @staticmethod
@@ -417,20 +458,29 @@ class CgroupManager(ABC):
         """Usage and limits of the group (its subtree included), STAT_KEYS, None if unknown."""
         return self._usage(self._require(group))
 
-    def tree(self, group: str) -> list[CgroupNode]:
-        """Every cgroup of the subtree with its limits, usage and host pids; "/" is `group`."""
+    def tree(self, group: str, *, limit: int = TREE_LIMIT) -> tuple[list[CgroupNode], bool]:
+        """The subtree's cgroups with their limits, usage and host pids ("/" is `group`),
+        at most `limit` of them, shallow ones first; and whether some were left out (a
+        v1 sandbox made more than v2 would let it: their processes are not listed)."""
         self._require(group)
-        nodes: dict[str, set[int]] = {}
+        pids_of: dict[str, set[int]] = {}
+        truncated = False
         for base in self._dirs(group):
-            for rel in self._walk(base):
-                nodes.setdefault(rel, set()).update(self._node_pids(base / rel))
+            rels, cut = self._scan(base, limit)
+            truncated |= cut
+            for rel in rels:
+                pids_of.setdefault(rel, set()).update(self._node_pids(base / rel))
+        # v1: each hierarchy has its own subtree; keep the shallowest `limit` of them all.
+        kept = sorted(pids_of, key=lambda rel: (rel.count("/") + bool(rel), rel))
+        if len(kept) > limit:
+            kept, truncated = kept[:limit], True
         out = []
-        for rel in sorted(nodes):
+        for rel in sorted(kept):
             path = f"{group}/{rel}" if rel else group
             usage = {k: v for k, v in self._usage(path).items() if v is not None}
             out.append({"path": "/" + rel, "limits": self._limits(path), "usage": usage,
-                        "procs": sorted(nodes[rel])})
-        return out
+                        "procs": sorted(pids_of[rel])})
+        return out, truncated
 
     def _signal_all(self, group: str) -> None:
         for pid in self._procs(group):

@@ -19,8 +19,8 @@ import os
 import time
 from pathlib import Path
 
-from .cgroupsbase import (CPU_PERIOD_US, STAT_KEYS, CgroupManager, Limits, check_group,
-                          int_or_none, keyed)
+from .cgroupsbase import (CPU_PERIOD_US, MAX_DEPTH, MAX_DESCENDANTS, STAT_KEYS, CgroupManager,
+                          Limits, check_group, int_or_none, keyed)
 from .errors import HostUnsupported, InvalidRequest, NotFound
 from .procfs import parse_cpulist
 from .protocol import Reason
@@ -28,11 +28,6 @@ from .protocol import Reason
 REQUIRED = ("cpu", "cpuset", "memory", "pids")
 OPTIONAL = ("io",)
 LEAF = "init"
-
-# A sandbox's root can make cgroups without end, and each costs kernel memory; these
-# bound its subtree (the files of <group> stay root's). Nested containers need far less.
-MAX_DEPTH = 32
-MAX_DESCENDANTS = 1024
 
 # Files of <group> handed to the sandbox's root ("" is the directory itself).
 DELEGATED = ("", "cgroup.procs", "cgroup.threads", "cgroup.subtree_control")
@@ -120,6 +115,8 @@ class CgroupsV2(CgroupManager):
                 raise self._conflict(group)
             made.append(g)
             # Linux 4.14+; without them the subtree is bounded only by the pids limit.
+            # Root keeps these files: the sandbox's root cannot raise them (cgroupsbase
+            # says why these values).
             self._write(g / "cgroup.max.depth", MAX_DEPTH, tolerate=(errno.ENOENT,))
             self._write(g / "cgroup.max.descendants", MAX_DESCENDANTS,
                         tolerate=(errno.ENOENT,))

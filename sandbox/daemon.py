@@ -31,7 +31,8 @@ from . import files, sessions
 from .config import HostConfig
 from .engine import Engine
 from .errors import InvalidRequest, SandboxError
-from .payloads import CreateRequest, ExecRequest, FileQuery, check_sandbox_id, parse_trace
+from .payloads import (CreateRequest, ExecRequest, FileQuery, check_sandbox_id,
+                       parse_resize_frame, parse_signal_frame, parse_trace)
 from .protocol import API_PREFIX, Channel, CloseCode, Reason, RunFacts
 from .spawner.client import SpawnerClient
 
@@ -290,12 +291,13 @@ class Daemon:
         if channel == Channel.STDIN:
             session.write(payload)
         elif channel == Channel.RESIZE:
-            size = json.loads(payload)
-            session.resize(int(size["rows"]), int(size["cols"]))
+            # A malformed frame is refused (InvalidRequest, told to this viewer on stderr);
+            # the stream and the session go on.
+            session.resize(*parse_resize_frame(payload))
         elif channel == Channel.CLOSE_STDIN:
             session.close_stdin()
         elif channel == Channel.SIGNAL:
-            session.signal(json.loads(payload).get("signal", ""))
+            session.signal(parse_signal_frame(payload))
 
     @staticmethod
     async def _pump(ws: web.WebSocketResponse, att: sessions.Attachment) -> None:

@@ -63,6 +63,13 @@ INIT_BINARY = _find_init()
 EARLY_EXIT_TTL = 10.0
 # A finished exec session nobody watches is forgotten after this long.
 SESSION_TTL = 60.0
+# inspect lists at most this many of a sandbox's processes and network namespaces (and
+# says which lists it cut, `truncated`): a sandbox may run thousands of processes where
+# its pids limit allows, and the interfaces of N namespaces take N² kernel requests (each
+# veth's peer is looked up from every namespace). A lab's sandbox has a few dozen
+# processes and a handful of namespaces.
+MAX_INSPECT_PROCESSES = 1024
+MAX_INSPECT_NETNS = 32
 
 
 @dataclass
@@ -390,8 +397,9 @@ class Engine:
                 os.kill(rec.init_pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        # The learner's cgroup tree may be large: walked off the event loop.
         await asyncio.to_thread(self.cgroups.kill_all, rec.group)
-        self.cgroups.remove(rec.group)
+        await asyncio.to_thread(self.cgroups.remove, rec.group)
         await asyncio.to_thread(self.network.detach, rec.id)
         rec.init_pid = rec.init_start = None
         rec.address = rec.veth = None
@@ -459,7 +467,7 @@ class Engine:
             if name not in live:
                 group = f"{self.config.cgroup_prefix}/{name}"
                 await asyncio.to_thread(self.cgroups.kill_all, group)
-                self.cgroups.remove(group)
+                await asyncio.to_thread(self.cgroups.remove, group)
                 cleaned.append(f"cgroup:{name}")
         live_veths = {r.veth for r in self.records.values() if r.veth}
         for veth in await asyncio.to_thread(self.network.veths):
@@ -492,7 +500,7 @@ class Engine:
             self.storage.unmount()
         if self.cgroups.exists(self.config.cgroup_prefix):
             await asyncio.to_thread(self.cgroups.kill_all, self.config.cgroup_prefix)
-            self.cgroups.remove(self.config.cgroup_prefix)
+            await asyncio.to_thread(self.cgroups.remove, self.config.cgroup_prefix)
 
     async def shutdown(self, *, destroy_all: bool = False) -> None:
         """Stop watching; sandboxes keep running unless destroy_all (tests, `--ephemeral`)."""
@@ -600,8 +608,21 @@ class Engine:
 
     async def inspect(self, sid: str) -> InspectFacts:
         rec = self._running(sid)
+        # Everything it reads is the learner's to multiply (cgroups, processes, network
+        # namespaces): read in a thread, so that other requests are served meanwhile, and
+        # bounded, so that the answer comes in bounded time.
+        return await asyncio.to_thread(self._inspect, rec)
+
+    def _inspect(self, rec: SandboxRecord) -> InspectFacts:
+        cgroups, cgroups_cut = self.cgroups.tree(rec.group)
+        truncated = ["cgroups"] if cgroups_cut else []
+        # Its init first (its namespaces are the sandbox's own), then the oldest.
+        pids = sorted(set().union(*(n["procs"] for n in cgroups)),
+                      key=lambda pid: (pid != rec.init_pid, pid))
+        if len(pids) > MAX_INSPECT_PROCESSES:
+            pids, truncated = pids[:MAX_INSPECT_PROCESSES], truncated + ["processes"]
         procs: list[ProcessFacts] = []
-        for pid in self.cgroups.procs(rec.group):
+        for pid in pids:
             facts = procfs.process_facts(pid, rec.group, rec.uid_base)
             if facts:
                 procs.append(facts)
@@ -609,14 +630,20 @@ class Engine:
         for p in procs:
             ns = p["namespaces"].get("net")
             if ns and ns not in netns_seen:
+                if len(netns_seen) == MAX_INSPECT_NETNS:
+                    truncated.append("net_namespaces")
+                    break
                 netns_seen[ns] = p["host_pid"]
         sockets: list[SocketFacts] = []
         for ns, pid in netns_seen.items():
-            sockets += [{**s, "netns": ns} for s in self.network.listening_sockets(pid)]
+            try:
+                sockets += [{**s, "netns": ns} for s in self.network.listening_sockets(pid)]
+            except NotFound:
+                continue  # it exited since its facts were read
         # Every network namespace a process of the sandbox is in, with its interfaces (a
         # learner's own namespaces too: graders see a veth they made, and its peer, from
         # the host), read together so that veth peers name each other's namespace.
-        interfaces = await asyncio.to_thread(self.network.interfaces, netns_seen)
+        interfaces = self.network.interfaces(netns_seen)
         net_namespaces: list[NetNamespaceFacts] = [
             {"inode": ns, "host_pid": pid, "addresses": interfaces[ns]}
             for ns, pid in netns_seen.items() if ns in interfaces]
@@ -625,16 +652,17 @@ class Engine:
         if init_net in interfaces:
             addresses = interfaces[init_net]
         else:  # the init is gone (this raises NotFound) or its netns could not be read
-            addresses = await asyncio.to_thread(self.network.addresses, rec.init_pid)
-        uts_namespaces = await asyncio.to_thread(procfs.uts_hostnames, procs)
+            addresses = self.network.addresses(rec.init_pid)
+        uts_namespaces = procfs.uts_hostnames(procs)
         return {
             "id": rec.id, "state": rec.state, "hostname": rec.hostname,
             "init_pid": rec.init_pid, "uid_base": rec.uid_base, "uid_count": UID_BLOCK,
             "cgroup_version": self.cgroups.version, "cgroup": rec.group,
-            "processes": procs, "cgroups": self.cgroups.tree(rec.group),
+            "processes": procs, "cgroups": cgroups,
             "sockets": sockets, "addresses": addresses,
             "address": rec.address, "limits": rec.limits, "disk": rec.disk,
             "net_namespaces": net_namespaces, "uts_namespaces": uts_namespaces,
+            "truncated": truncated,
         }
 
     def port(self, sid: str, port: int) -> dict:

@@ -1,14 +1,16 @@
-"""The only module that calls the C library directly.
+"""The only module that calls the C library directly (and libseccomp, for one program).
 
 Every function declares its argument types and shares one `errcheck`, so a failing
 call raises `OSError(errno, "<call>(...) failed: <strerror>")` and no caller ever looks
-at a -1. Constants name the header they come from.
+at a -1 (libseccomp's own -errno returns have theirs). Constants name the header they
+come from.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 import platform
 
@@ -59,8 +61,23 @@ PROC_SUPER_MAGIC = 0x9FA0
 # linux/prctl.h
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
+PR_SET_SECCOMP = 22
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_CHILD_SUBREAPER = 36
+
+# linux/seccomp.h
+SECCOMP_MODE_FILTER = 2
+
+# seccomp.h (libseccomp 2.5): actions and filter attributes
+SCMP_ACT_KILL_PROCESS = 0x80000000
+SCMP_ACT_ALLOW = 0x7FFF0000
+SCMP_FLTATR_ACT_BADARCH = 2
+NR_SCMP_ERROR = -1  # __NR_SCMP_ERROR: a name libseccomp does not know on any architecture
+
+
+def SCMP_ACT_ERRNO(err: int) -> int:  # noqa: N802 - the macro's name
+    return 0x00050000 | (err & 0x0000FFFF)
+
 
 # asm/unistd_64.h (x86_64) and asm-generic/unistd.h (aarch64)
 _SYSCALLS = {
@@ -201,3 +218,98 @@ def fstatfs_type(fd: int) -> int:
     buf = ctypes.create_string_buffer(256)
     _fstatfs(fd, buf)
     return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+
+
+# ---------------------------------------------------------------- libseccomp (libseccomp2)
+
+def _scmp_errcheck(result, func, args):
+    # libseccomp returns -errno itself instead of -1 and errno (seccomp.h)
+    if isinstance(result, int) and result < 0:
+        raise OSError(-result, f"{func.__name__}() failed: {os.strerror(-result)}")
+    return result
+
+
+def _scmp_declare(lib, name, restype, *argtypes, check=True):
+    func = getattr(lib, name)
+    func.restype = restype
+    func.argtypes = list(argtypes)
+    if check:
+        func.errcheck = _scmp_errcheck
+    return func
+
+
+def seccomp_program(default: int, bad_arch: int, arches: list[str],
+                    rules: list[tuple[str, int]]) -> bytes:
+    """A classic-BPF seccomp program built by libseccomp: `default` for any syscall of the
+    native architecture and of `arches` (libseccomp names: "x86", "arm"), `bad_arch` for
+    any other ABI, and each (syscall name, action) of `rules` on every architecture that
+    has that syscall: the `struct sock_filter` array, for `SeccompProgram`. libseccomp is
+    used only here, once, and is not needed where the program is loaded."""
+    lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)  # Debian's libseccomp2
+    init = _scmp_declare(lib, "seccomp_init", ctypes.c_void_p, ctypes.c_uint32, check=False)
+    release = _scmp_declare(lib, "seccomp_release", None, ctypes.c_void_p, check=False)
+    attr_set = _scmp_declare(lib, "seccomp_attr_set", ctypes.c_int, ctypes.c_void_p,
+                             ctypes.c_int, ctypes.c_uint32)
+    arch_resolve = _scmp_declare(lib, "seccomp_arch_resolve_name", ctypes.c_uint32,
+                                 ctypes.c_char_p, check=False)
+    arch_add = _scmp_declare(lib, "seccomp_arch_add", ctypes.c_int, ctypes.c_void_p,
+                             ctypes.c_uint32)
+    resolve = _scmp_declare(lib, "seccomp_syscall_resolve_name", ctypes.c_int, ctypes.c_char_p,
+                            check=False)
+    # variadic in C; with no argument comparisons (arg_cnt 0) nothing follows arg_cnt
+    rule_add = _scmp_declare(lib, "seccomp_rule_add", ctypes.c_int, ctypes.c_void_p,
+                             ctypes.c_uint32, ctypes.c_int, ctypes.c_uint)
+    export = _scmp_declare(lib, "seccomp_export_bpf", ctypes.c_int, ctypes.c_void_p, ctypes.c_int)
+    ctx = init(default)
+    if not ctx:
+        raise OSError(errno.ENOMEM, "seccomp_init() failed")
+    fd = -1
+    try:
+        attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, bad_arch)
+        for arch in arches:
+            token = arch_resolve(arch.encode())
+            if not token:
+                raise OSError(errno.EINVAL, f"libseccomp knows no architecture {arch!r}")
+            try:
+                arch_add(ctx, token)
+            except OSError as e:
+                if e.errno != errno.EEXIST:  # the native one: already there
+                    raise
+        for name, action in rules:
+            nr = resolve(name.encode())
+            if nr == NR_SCMP_ERROR:
+                raise OSError(errno.EINVAL, f"libseccomp knows no syscall {name!r}")
+            rule_add(ctx, action, nr, 0)
+        fd = os.memfd_create("seccomp-bpf", os.MFD_CLOEXEC)
+        export(ctx, fd)
+        os.lseek(fd, 0, os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        release(ctx)
+
+
+class _SockFprog(ctypes.Structure):
+    # linux/filter.h: struct sock_fprog (len counts 8-byte struct sock_filter)
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+class SeccompProgram:
+    """A BPF program (from `seccomp_program`) with the `struct sock_fprog` that points at
+    it, both made once: loading it in a fresh child is then the one prctl (making the
+    ctypes objects in each child cost more than the kernel's load)."""
+
+    def __init__(self, code: bytes):
+        self.code = code
+        self._buf = ctypes.create_string_buffer(code, len(code))
+        self._fprog = _SockFprog(len=len(code) // 8, filter=ctypes.addressof(self._buf))
+
+    def load(self) -> None:
+        """Install it as this thread's seccomp filter, for good: inherited by children,
+        kept across execve. Needs no_new_privs or CAP_SYS_ADMIN in the caller's user
+        namespace."""
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(self._fprog))

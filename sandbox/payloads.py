@@ -7,6 +7,7 @@ refused with an `InvalidRequest` naming the field.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -204,6 +205,45 @@ def parse_trace(value) -> list[str] | None:
         raise InvalidRequest(f"trace cannot name {unknown[0][:40]!r}; it may name: {allowed}",
                              field="trace")
     return list(value)
+
+
+# A resize or signal frame of an attach stream is a small JSON object; anything longer is
+# not one.
+MAX_CONTROL_FRAME = 1024
+
+
+def _control_frame(payload: bytes, what: str, field: str) -> dict:
+    """The JSON object of a control frame, or InvalidRequest."""
+    try:
+        if len(payload) > MAX_CONTROL_FRAME:
+            raise ValueError("too long")
+        data = json.loads(payload)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        data = None
+    if not isinstance(data, dict):
+        raise InvalidRequest(f"a {what} frame must be a JSON object of at most "
+                             f"{MAX_CONTROL_FRAME} bytes", field=field)
+    return data
+
+
+def parse_resize_frame(payload: bytes) -> tuple[int, int]:
+    """(rows, cols) of an attach stream's resize frame: {"rows": 1-1000, "cols": 1-1000}."""
+    data = _control_frame(payload, "resize", "rows")
+    rows = _number(data, "rows", lo=1, hi=1000, integer=True)
+    cols = _number(data, "cols", lo=1, hi=1000, integer=True)
+    if rows is None or cols is None:
+        raise InvalidRequest("a resize frame needs rows and cols", field="rows")
+    return rows, cols
+
+
+def parse_signal_frame(payload: bytes) -> str:
+    """The signal name of an attach stream's signal frame: {"signal": "INT"}; the session
+    checks the name."""
+    name = _control_frame(payload, "signal", "signal").get("signal")
+    if not isinstance(name, str) or len(name) > 16:
+        raise InvalidRequest("a signal frame's signal must be a name like INT or TERM",
+                             field="signal")
+    return name
 
 
 def check_sandbox_id(value: str) -> str:

@@ -85,6 +85,8 @@ class Reason(StrEnum):
     IN_USE = "in_use"                            # a home volume another sandbox has mounted
     BUSY = "busy"                                # the kernel or another request holds it; retry
                                                  # (also on a 500 whose cause is EBUSY)
+    SANDBOX_UNRESPONSIVE = "sandbox_unresponsive"  # its processes or files kept a process
+                                                   # from starting in it within the deadline
     CONFLICT = "conflict"
     # 413, 503, 500
     TOO_LARGE = "too_large"
@@ -241,3 +243,6 @@ class InspectFacts(TypedDict):
     disk: int                             # bytes of the sandbox's disk quota
     net_namespaces: list[NetNamespaceFacts]
     uts_namespaces: list[UtsNamespaceFacts]
+    truncated: list[str]                  # lists cut at their bound: "cgroups" (a v1
+                                          # sandbox made more than cgroup v2 would let
+                                          # it), "processes", "net_namespaces"

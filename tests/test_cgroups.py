@@ -26,6 +26,7 @@ import pytest
 
 from sandbox import procfs
 from sandbox.cgroups import Limits, MountInfo, check_group, detect, read_mountinfo
+from sandbox.cgroupsbase import MAX_DEPTH, MAX_DESCENDANTS, TREE_LIMIT
 from sandbox.cgroupsv1 import CgroupsV1
 from sandbox.cgroupsv2 import CgroupsV2
 from sandbox.errors import Conflict, HostUnsupported, InvalidRequest, SandboxError
@@ -241,8 +242,9 @@ def test_create_writes_limits_to_kernel_files(mgr, group):
         cpuset_dir = next(d for d in group_dirs(mgr, group) if (d / "cpuset.cpus").exists())
         assert read(cpuset_dir / "cgroup.clone_children") == "1"
 
-    top = mgr.tree(group)[0]
-    assert top["path"] == "/"
+    nodes, truncated = mgr.tree(group)
+    top = nodes[0]
+    assert top["path"] == "/" and not truncated
     lim = top["limits"]
     assert (lim["cpu_quota_us"], lim["cpu_period_us"], lim["cpus"]) == (50_000, 100_000, 0.5)
     assert lim["cpuset_cpus"] == "0" and lim["memory_max"] == 64 << 20
@@ -251,7 +253,7 @@ def test_create_writes_limits_to_kernel_files(mgr, group):
 
     # Raising memory keeps the swap allowance (v1: memsw moves along with it).
     mgr.set_limits(group, Limits(cpus=1.0, memory=128 << 20, cpuset="0-1"))
-    lim = mgr.tree(group)[0]["limits"]
+    lim = mgr.tree(group)[0][0]["limits"]
     assert lim["cpus"] == 1.0 and lim["memory_max"] == 128 << 20
     assert lim["cpuset_cpus"] == "0-1" and lim.get("swap_max", 0) == 0
 
@@ -377,7 +379,7 @@ def test_sandbox_root_limits_children_but_not_itself(mgr, group, started):
     # It sits in its own child now, still inside the group.
     assert procfs.process_facts(p.pid, group, OWNER)["cgroup"] == "/child"
     assert p.pid in mgr.procs(group)
-    nodes = {n["path"]: n for n in mgr.tree(group)}
+    nodes = {n["path"]: n for n in mgr.tree(group)[0]}
     assert nodes["/child"]["limits"]["cpus"] == 0.25
     assert nodes["/child"]["procs"] == [p.pid]
     assert nodes["/"]["limits"]["cpus"] == 0.5
@@ -439,7 +441,7 @@ def test_pids_limit_stops_a_fork_loop(mgr, group, started):
     assert len(mgr.procs(group)) == out["kids"] + 1
     # The refused fork is counted, in the usage of the tree too.
     assert stats["pids_events_max"] >= 1
-    assert mgr.tree(group)[0]["usage"]["pids_events_max"] >= 1
+    assert mgr.tree(group)[0][0]["usage"]["pids_events_max"] >= 1
 
 
 @pytest.mark.privileged
@@ -472,8 +474,10 @@ def test_a_hog_under_a_quota_is_throttled(mgr, group, started):
     # it runs out of quota in most periods. Waited for, not timed: other tests share the CPUs.
     mgr.create(group, Limits(cpus=0.05), OWNER, OWNER)
     before = mgr.stats(group)
-    assert (before["cpu_nr_periods"], before["cpu_nr_throttled"], before["cpu_throttled_ns"]) \
-        == (0, 0, 0)
+    # Nothing has run yet, so nothing was throttled (a period may already have been
+    # counted: the kernel starts the quota's period timer when the quota is set).
+    assert (before["cpu_nr_throttled"], before["cpu_throttled_ns"]) == (0, 0)
+    assert before["cpu_nr_periods"] is not None
     start_in(started, mgr.exec_procs_files(group), "while True: pass\n")
     deadline = time.monotonic() + 10
     while (after := mgr.stats(group))["cpu_nr_throttled"] < 3:
@@ -482,7 +486,7 @@ def test_a_hog_under_a_quota_is_throttled(mgr, group, started):
     assert after["cpu_nr_periods"] >= after["cpu_nr_throttled"]
     # Throttled periods are time spent waiting for the next one: at least a few ms each.
     assert after["cpu_throttled_ns"] >= 3 * 10_000_000
-    node = mgr.tree(group)[0]["usage"]
+    node = mgr.tree(group)[0][0]["usage"]
     assert node["cpu_nr_throttled"] >= after["cpu_nr_throttled"]
 
 
@@ -536,7 +540,7 @@ def test_remove_takes_whole_subtree_with_processes(mgr, group, started):
     outer = start_in(started, mgr.exec_procs_files(group), "time.sleep(120)")
     inner = start_in(started, [d / "a" / "b" / "cgroup.procs" for d in dirs], "time.sleep(120)")
     assert {"a", "c"} <= set(mgr.children(group))
-    assert {n["path"] for n in mgr.tree(group)} >= {"/", "/a", "/a/b", "/c"}
+    assert {n["path"] for n in mgr.tree(group)[0]} >= {"/", "/a", "/a/b", "/c"}
     assert inner.pid in mgr.procs(group) and outer.pid in mgr.procs(group)
     name = group.rsplit("/", 1)[1]
     assert name in mgr.children(PARENT)
@@ -562,8 +566,36 @@ def test_remove_copes_with_a_hostile_deep_subtree(mgr, group):
     except OSError as e:
         # cgroup v2: the group's cgroup.max.depth stops the nesting early.
         assert mgr.version == 2 and e.errno == errno.EAGAIN, e
-    assert depth > 30
-    assert len(mgr.tree(group)) >= depth
+        assert depth == MAX_DEPTH + 1
+    nodes, truncated = mgr.tree(group)
+    # The tree is read only down to its bound, shallow groups first.
+    assert len(nodes) == min(depth + 1, TREE_LIMIT)
+    assert truncated == (depth + 1 > TREE_LIMIT)
+    mgr.remove(group)
+    assert not mgr.exists(group)
+
+
+@pytest.mark.privileged
+def test_tree_of_a_wide_subtree_is_bounded_and_says_so(mgr, group):
+    """A sandbox's root made more cgroups than TREE_LIMIT (v1 cannot refuse them): the
+    tree lists the shallowest TREE_LIMIT, says it was cut, and remove takes them all."""
+    mgr.create(group, Limits(pids=50), OWNER, OWNER)
+    d = group_dirs(mgr, group)[0]
+    made = 0
+    try:
+        for made in range(1, 2 * TREE_LIMIT + 1):
+            (d / f"w{made:04d}").mkdir()
+        (d / "w0001" / "deep").mkdir()
+    except OSError as e:
+        # cgroup v2: cgroup.max.descendants refuses them past the bound (init is one).
+        assert mgr.version == 2 and e.errno == errno.EAGAIN, e
+        assert made == MAX_DESCENDANTS
+    nodes, truncated = mgr.tree(group)
+    assert len(nodes) <= TREE_LIMIT and truncated == (mgr.version == 1)
+    paths = {n["path"] for n in nodes}
+    assert "/" in paths
+    if mgr.version == 1:  # shallow ones first: the one two deep is left out
+        assert "/w0001/deep" not in paths
     mgr.remove(group)
     assert not mgr.exists(group)
 
@@ -602,6 +634,7 @@ class FakeCgroup2(CgroupsV2):
         self.writes: list[tuple[str, str]] = []
 
     def _sys_mkdir(self, path):
+        self._check_hierarchy_limits(path)
         os.mkdir(path)
         enabled = (path.parent / "cgroup.subtree_control").read_text().split()
         for name, text in self.CORE.items():
@@ -610,6 +643,20 @@ class FakeCgroup2(CgroupsV2):
         for c in enabled:
             for name, text in self.FILES[c].items():
                 (path / name).write_text(text)
+
+    def _check_hierarchy_limits(self, path):
+        """EAGAIN where an ancestor's cgroup.max.depth or cgroup.max.descendants would be
+        passed (kernel/cgroup/cgroup.c, cgroup_check_hierarchy_limits)."""
+        anc = path.parent
+        while anc != self.root and anc.is_relative_to(self.root):
+            level = len(path.relative_to(anc).parts)
+            depth = (anc / "cgroup.max.depth").read_text().strip()
+            descendants = (anc / "cgroup.max.descendants").read_text().strip()
+            have = sum(1 for _ in anc.rglob("cgroup.procs")) - 1  # below anc, anc excluded
+            if (depth != "max" and level > int(depth)) or (
+                    descendants != "max" and have >= int(descendants)):
+                raise OSError(errno.EAGAIN, "hierarchy limit", str(path))
+            anc = anc.parent
 
     def _sys_rmdir(self, path):
         if any(e.is_dir() for e in os.scandir(path)):
@@ -683,8 +730,8 @@ def test_fake_v2_create_enables_top_down_and_delegates(fake):
     assert read(r / g / "memory.swap.max") == "0"
     assert read(r / g / "pids.max") == "100"
     assert read(r / g / "io.weight") == "default 500"
-    assert read(r / g / "cgroup.max.depth") == "32"
-    assert read(r / g / "cgroup.max.descendants") == "1024"
+    assert read(r / g / "cgroup.max.depth") == str(MAX_DEPTH)
+    assert read(r / g / "cgroup.max.descendants") == str(MAX_DESCENDANTS)
     for name in ("", "cgroup.procs", "cgroup.threads", "cgroup.subtree_control", "init",
                  "init/cgroup.procs", "init/cgroup.subtree_control"):
         st = (r / g / name).stat()
@@ -696,6 +743,39 @@ def test_fake_v2_create_enables_top_down_and_delegates(fake):
     assert fake.exec_procs_files(g) == [str(r / g / "init" / "cgroup.procs")]
     assert fake.mounts_inside() == [("", "cgroup2", "")]
     assert fake.children("nslab/default") == ["sb1"]
+
+
+@pytest.mark.privileged
+def test_fake_v2_bounds_the_cgroups_a_sandbox_makes(fake):
+    """FAKE v2 kernel (it refuses a mkdir past an ancestor's cgroup.max.depth or
+    cgroup.max.descendants with EAGAIN, as the kernel does): the cgroups lab's nested
+    groups fit; MAX_DESCENDANTS groups in all (init is one) and MAX_DEPTH levels are the
+    most a sandbox's root can make; the limit files stay root's, so it cannot raise them."""
+    g = "nslab/default/sb1"
+    fake.create(g, Limits(pids=100), OWNER, OWNER)
+    r = fake.root / g
+    for name in ("cgroup.max.depth", "cgroup.max.descendants"):
+        assert (r / name).stat().st_uid == 0 and (r / name).stat().st_mode & 0o022 == 0
+    # What labs/cgroups makes (team/job, lim, bomb, pin), made as the sandbox's root would.
+    for rel in ("team", "team/job", "lim", "bomb", "pin"):
+        fake._sys_mkdir(r / rel)
+    deep = r / "team" / "job"
+    for _ in range(MAX_DEPTH - 2):
+        deep = deep / "d"
+        fake._sys_mkdir(deep)
+    with pytest.raises(OSError) as e:
+        fake._sys_mkdir(deep / "d")
+    assert e.value.errno == errno.EAGAIN
+    made = 1 + 5 + MAX_DEPTH - 2  # init, the lab's five, the chain
+    for i in range(MAX_DESCENDANTS - made):
+        fake._sys_mkdir(r / f"w{i}")
+    with pytest.raises(OSError) as e:
+        fake._sys_mkdir(r / "one-too-many")
+    assert e.value.errno == errno.EAGAIN
+    nodes, truncated = fake.tree(g)
+    assert len(nodes) == TREE_LIMIT and not truncated
+    fake.remove(g)
+    assert not r.exists()
 
 
 @pytest.mark.privileged
@@ -720,7 +800,7 @@ def test_fake_v2_finish_spawn_obeys_no_internal_process_rule(fake):
     # Controller files that appeared in init now belong to the sandbox's root too.
     assert (r / g / "init" / "cpu.max").stat().st_uid == OWNER
     assert fake.procs(g) == [4242]
-    nodes = {n["path"]: n for n in fake.tree(g)}
+    nodes = {n["path"]: n for n in fake.tree(g)[0]}
     assert set(nodes) == {"/", "/init"}
     assert nodes["/"]["limits"]["cpus"] == 1.0 and nodes["/init"]["procs"] == [4242]
     assert nodes["/init"]["limits"]["cpus"] is None  # "max": no limit of its own

@@ -309,3 +309,38 @@ def test_the_lab_page_has_the_controls(files_app, school):
     page = alice.get(f"/courses/{school['course']}/labs/intro").text
     assert "data-files-upload" in page and "data-files-open" in page
     assert 'id="files-dialog"' in page and "js/files.js" in page
+
+
+def test_an_upload_into_a_full_disk_says_so_and_leaves_nothing(files_app, school, client,
+                                                               sandboxd):
+    """The learner's /root (their home volume, 16 MiB here) filled with dd from inside:
+    the upload answers 507 with a message, and no part of it stays in /root."""
+    from sandbox import storage
+    from sandbox.config import HostConfig
+    from webapp.extensions import db
+    from webapp.models import User
+
+    course = school["course"]
+    alice = signed_in(files_app, "alice")
+    assert put(alice, course, b"first", "first.txt").status_code == 201  # makes the sandbox
+    sid = sandbox_of(files_app, "alice", course)
+    with files_app.app_context():
+        home = f"u{User.by_name('alice').id}-c{course}-intro"
+        db.session.remove()
+    pool = storage.Storage(HostConfig(name=sandboxd.name, state_dir=sandboxd.state_dir))
+    pool.set_quota("homes", home, 16 << 20)
+    filled = client.run(sid, ["sh", "-c", "dd if=/dev/urandom of=/root/fill bs=64k "
+                              "count=1024 2>/dev/null; echo $?; sync"], timeout=60)
+    assert filled["stdout"].split()[0] != "0", "dd wrote 64 MiB into a 16 MiB quota"
+
+    r = put(alice, course, os.urandom(3 << 20), "more.bin")
+    assert r.status_code == 507, r.json
+    assert r.json == {"error": "insufficient_storage",
+                      "message": "Your sandbox's disk is full: /root/more.bin was not "
+                                 "written. Delete some files in the terminal and try again."}
+    left = client.run(sid, ["ls", "-A", "/root"])["stdout"].split()
+    assert "more.bin" not in left and not [n for n in left if n.startswith(".nslab-upload-")]
+    # Room made again, the same upload goes through.
+    client.run(sid, ["rm", "/root/fill"])
+    client.run(sid, ["sync"])
+    assert put(alice, course, os.urandom(3 << 20), "more.bin").status_code == 201

@@ -122,10 +122,10 @@ def test_learner_does_the_example_lab_through_the_api(graded):
     # The page shows this learner's own secret and the Check buttons.
     assert secret in amy.page.text and 'data-action="check"' in amy.page.text
 
-    # No sandbox yet: the check says so instead of failing obscurely, and it is no try.
-    r = amy.check("make-file").get_json()
-    assert r["passed"] is False and "not running" in r["feedback"] and r["graded"] is False
-    assert r["exercise"]["attempts"] == 0 and r["exercise"]["status"] == "not_started"
+    # No sandbox yet: the check says so instead of failing obscurely, and records nothing.
+    r = amy.check("make-file")
+    assert r.status_code == 409 and "not running" in r.get_json()["message"]
+    assert attempts_of(graded, "amy") == (0, 0)
 
     amy.shell("echo nope > /root/hello")
     r = amy.check("make-file").get_json()
@@ -176,6 +176,52 @@ def pass_step_one(learner: Learner) -> None:
     for exercise, answer in (("make-file", None), ("pid-one", "catatonit"),
                              ("find-note", note_of(learner))):
         assert learner.check(exercise, answer).get_json()["passed"], exercise
+
+
+def attempts_of(app, name: str) -> tuple[int, int]:
+    """(Attempt rows, tries counted on the exercises) of this learner."""
+    from sqlalchemy import func, select
+
+    from webapp.extensions import db
+    from webapp.models import Attempt, ExerciseProgress, User
+
+    with app.app_context():
+        uid = User.by_name(name).id
+        return (db.session.scalar(select(func.count(Attempt.id)).filter_by(user_id=uid)),
+                db.session.scalar(select(func.coalesce(func.sum(ExerciseProgress.attempts), 0))
+                                  .filter_by(user_id=uid)))
+
+
+def test_a_check_while_the_sandbox_is_stopped_says_so_and_records_nothing(graded):
+    from webapp.extensions import db
+    from webapp.models import SandboxAssignment, SandboxState
+
+    amy = Learner(graded, "amy")
+    secret = amy.api("").get_json()["params"]["secret"]
+    sid = amy.sandbox()
+    amy.shell(f"echo {secret} > /root/hello")
+    # Stopped as the idle sweeper stops it: the daemon stops it, the assignment says so.
+    _client(graded).stop(sid)
+    with graded.app_context():
+        a = db.session.execute(db.select(SandboxAssignment).filter_by(sandbox_id=sid)).scalar_one()
+        a.state = SandboxState.STOPPED
+        db.session.commit()
+    for _ in range(3):
+        r = amy.check("make-file")
+        assert r.status_code == 409, r.get_json()
+        assert r.get_json() == {"error": "refused", "message": "Your sandbox is stopped: "
+                                "start it again (open the lab's terminal) to check."}
+    assert attempts_of(graded, "amy") == (0, 0)
+    status = amy.api("").get_json()["exercises"][0]
+    assert status["attempts"] == 0 and status["status"] == "not_started"
+    # A quiz needs no sandbox: it is checked as ever.
+    r = amy.check("pid-one", "catatonit")
+    assert r.status_code == 200 and r.get_json()["passed"] is True
+    # Started again (the lab page opens it), the check runs and counts.
+    assert amy.sandbox() == sid
+    r = amy.check("make-file").get_json()
+    assert r["passed"] is True and r["exercise"]["attempts"] == 1
+    assert attempts_of(graded, "amy") == (2, 2)
 
 
 def test_a_choice_quiz_pays_only_its_first_try(graded):

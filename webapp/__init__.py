@@ -1,8 +1,8 @@
 """nslab's web app: accounts, courses, lessons, grades, and learners' sandboxes with their
 terminals (`webapp.sandboxes`, `webapp.terminal`).
 
-Run it with gunicorn (one worker, threads: Socket.IO sessions live in one process):
-`gunicorn -w 1 --threads 256 'webapp:create_app()'`.
+Run it with `nslab serve` (gunicorn, one worker of threads: Socket.IO sessions live in
+one process; its worker class is webapp.gunicorn_conf.HeadFirstWorker).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from . import (auth, courses, dashboard, errors, files, gradebook, health, lab_a
                progress, sandboxes)
 from .config import ROOT, Config
 from .extensions import csrf, db, login_manager, migrate, socketio
+from .terminal.gate import SocketGate
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -41,10 +42,6 @@ def create_app(config: Config | Mapping | None = None) -> Flask:
         app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{instance / 'nslab.db'}"
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = load_secret_key(instance / "secret_key")
-    if app.config.get("PROXIES"):
-        n = app.config["PROXIES"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
-
     db.init_app(app)
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
@@ -70,17 +67,34 @@ def create_app(config: Config | Mapping | None = None) -> Flask:
     # goes onto the socket.io server init_app just made for this app.
     sandboxes.init_app(app, socketio)
 
+    headers = security_headers(app.config)
+
     @app.after_request
-    def security_headers(response):
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        if app.config.get("CONTENT_SECURITY_POLICY"):
-            response.headers.setdefault("Content-Security-Policy",
-                                        app.config["CONTENT_SECURITY_POLICY"])
+    def add_security_headers(response):
+        for name, value in headers:
+            response.headers.setdefault(name, value)
         return response
 
+    # In front of engine.io (which socketio.init_app put around the Flask app): a socket.io
+    # request without a signed-in user is refused before it can hold a worker thread, and
+    # the threads those requests hold are bounded (webapp/terminal/gate.py).
+    app.wsgi_app = SocketGate(app, app.wsgi_app, headers=headers)
+    app.extensions["nslab.socket_gate"] = app.wsgi_app
+    if app.config.get("PROXIES"):
+        # Outermost, so the gate, engine.io and the Socket.IO handlers see the client's
+        # address as the pages do.
+        n = app.config["PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
     return app
+
+
+def security_headers(config: Mapping) -> list[tuple[str, str]]:
+    """The headers every response gets, pages and socket.io's alike."""
+    headers = [("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "same-origin"),
+               ("X-Frame-Options", "DENY")]
+    if config.get("CONTENT_SECURITY_POLICY"):
+        headers.append(("Content-Security-Policy", config["CONTENT_SECURITY_POLICY"]))
+    return headers
 
 
 def load_secret_key(path: Path) -> str:

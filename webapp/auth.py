@@ -1,8 +1,29 @@
-"""Sign in, sign out, sign up (learners, with a course's join code); roles; the login rate limit."""
+"""Sign in, sign out, sign up (learners, with a course's join code); roles; the throttles.
+
+Signing out revokes: the session cookie carries the user's session version (User.get_id),
+and signing out bumps it, so a copy of a cookie saved before stops working everywhere (every
+browser of that user is signed out).
+
+The sign-in throttle follows OWASP's device cookies: a browser that signs in as a user gets
+a signed device token for that username (the cookie `nslab_device` holds the last few
+users of a browser, each with a nonce, for DEVICE_TOKEN_LIFETIME). A failure is recorded
+with the token's nonce, or with none. Then
+  - a browser with the user's valid token waits only after LOGIN_MAX_FAILURES failures of
+    its own (per nonce): nobody else's guesses can lock it out;
+  - any other browser waits once the username has LOGIN_MAX_FAILURES failures from
+    browsers without a token (any address, together: a guesser gets that many a window),
+    or once its address has LOGIN_ADDRESS_MAX_FAILURES such failures (any names).
+So a stranger in a classroom (one shared address) can make amy's new browsers wait, never
+the browser amy has signed in with before. Wrong join codes (sign-up, joining a course)
+are throttled per address and per signed-in user (JOIN_*), so codes cannot be guessed.
+"""
 
 from __future__ import annotations
 
 import math
+import secrets
+import time
+from datetime import timedelta
 from functools import cache, wraps
 from urllib.parse import urlsplit
 
@@ -10,16 +31,23 @@ from flask import (Blueprint, abort, current_app, flash, jsonify, redirect, rend
                    request, session, url_for)
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
-from sqlalchemy import delete, select
+from itsdangerous import BadSignature, URLSafeSerializer
+from sqlalchemy import ColumnElement, delete, select
 from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms import HiddenField, PasswordField, StringField
 from wtforms.validators import EqualTo, InputRequired, Length
 
 from . import services
 from .extensions import db, login_manager
-from .models import Course, LoginFailure, Role, User, as_utc, normalize_username, utcnow
+from .models import (Course, JoinFailure, LoginFailure, Role, User, as_utc, normalize_username,
+                     utcnow)
+from .sandboxes.service import TERMINAL
 
 bp = Blueprint("auth", __name__)
+
+DEVICE_COOKIE = "nslab_device"
+DEVICE_SALT = "nslab-device-token"
+DEVICE_KEEP = 8  # usernames one browser vouches for: the learners of a shared lab PC
 
 
 class LoginForm(FlaskForm):
@@ -55,7 +83,13 @@ login_manager.login_message_category = "info"
 
 @login_manager.user_loader
 def load_user(user_id: str) -> User | None:
-    return db.session.get(User, int(user_id)) if user_id.isdigit() else None
+    """The user of a session that carries "id.version" (User.get_id); nobody if the user
+    has signed out since (the version moved on), or for a cookie of another format."""
+    uid, _, version = user_id.partition(".")
+    if not (uid.isdigit() and version.isdigit()):
+        return None
+    user = db.session.get(User, int(uid))
+    return user if user is not None and user.session_version == int(version) else None
 
 
 @login_manager.unauthorized_handler
@@ -92,27 +126,24 @@ def login():
     if not form.validate_on_submit():
         return render_template("landing.html", form=form)
     name, address = normalize_username(form.username.data)[:64], _client_address()
-    wait = _seconds_until_allowed(name, address)
+    device = _device_for(name)
+    wait, why = _login_wait(name, address, device)
     if wait:
-        minutes = math.ceil(wait / 60)
-        flash(f"Too many failed sign-ins for {name!r} from your address. Try again in "
-              f"{minutes} minute{'s' if minutes != 1 else ''}.", "error")
-        response = current_app.make_response((render_template("landing.html", form=form), 429))
-        response.headers["Retry-After"] = str(math.ceil(wait))
-        return response
+        flash(f"{why} {_try_again(wait)}", "error")
+        return _throttled(render_template("landing.html", form=form), wait)
     user = User.by_name(name)
     if not _password_matches(user, form.password.data):
-        db.session.add(LoginFailure(username=name, address=address))
+        db.session.add(LoginFailure(username=name, address=address, device=device))
         db.session.commit()
         flash("Wrong username or password.", "error")
         return render_template("landing.html", form=form)
-    db.session.execute(delete(LoginFailure).where(LoginFailure.username == name,
-                                                  LoginFailure.address == address))
+    # A success wipes this client's failures (and only this client's).
+    mine = LoginFailure.device == device if device is not None else \
+        (LoginFailure.address == address) & LoginFailure.device.is_(None)
+    db.session.execute(delete(LoginFailure).where(LoginFailure.username == name, mine))
     db.session.commit()
-    session.clear()
-    login_user(user)
-    session.permanent = True
-    return redirect(_safe_next(form.next.data) or url_for("dashboard.home"))
+    return _signed_in(user, redirect(_safe_next(form.next.data) or url_for("dashboard.home")),
+                      device)
 
 
 @bp.route("/signup", methods=["GET", "POST"])
@@ -123,8 +154,13 @@ def signup():
     if request.method == "GET" and request.args.get("code"):
         form.join_code.data = request.args["code"]
     if form.validate_on_submit():
+        wait = join_code_wait(None)
+        if wait:
+            flash(f"Too many wrong join codes from your address. {_try_again(wait)}", "error")
+            return _throttled(render_template("auth/signup.html", form=form), wait)
         course = Course.by_code(form.join_code.data)
         if course is None:
+            note_wrong_join_code(None)
             form.join_code.errors.append("No course has this join code; ask your instructor.")
         else:
             try:
@@ -136,17 +172,18 @@ def signup():
                 form.username.errors.append(str(e)[0].upper() + str(e)[1:] + ".")
             else:
                 db.session.commit()
-                session.clear()
-                login_user(user)
-                session.permanent = True
+                response = _signed_in(user, redirect(url_for("courses.show",
+                                                             course_id=course.id)), None)
                 flash(f"Welcome, {user.username}! You joined {course.title}.", "success")
-                return redirect(url_for("courses.show", course_id=course.id))
+                return response
     return render_template("auth/signup.html", form=form)
 
 
 @bp.route("/logout", methods=["POST"])
 def logout():
     LogoutForm()  # CSRFProtect has already checked the token of this POST
+    if current_user.is_authenticated:
+        revoke_sessions(current_user)  # copies of this session's cookie die with it
     logout_user()
     session.clear()
     flash("You are signed out.", "info")
@@ -155,28 +192,138 @@ def logout():
 
 # ---------------------------------------------------------------- helpers
 
+def revoke_sessions(user: User) -> None:
+    """Sign `user` out everywhere, committed: every session cookie issued so far is
+    refused, and their open terminals on this process are cut. A terminal's keystrokes
+    skip the per-event sign-in check (for speed), so without the cut one opened before
+    would go on taking keys from a copied cookie until its socket closed."""
+    user.revoke_sessions()
+    db.session.commit()  # first: a terminal connecting from now on reads the new version
+    terminals = current_app.extensions.get(TERMINAL)
+    if terminals is not None:
+        terminals.disconnect_user(user.id)
+
+
 def _client_address() -> str:
     # Behind a reverse proxy, NSLAB_PROXIES makes ProxyFix put the client's address here.
     return (request.remote_addr or "unknown")[:64]
 
 
-def _seconds_until_allowed(name: str, address: str) -> float:
-    """0 if this username may try from this address now, else the seconds to wait."""
-    limit = current_app.config["LOGIN_MAX_FAILURES"]
-    window = current_app.config["LOGIN_FAILURE_WINDOW"]
+def _signed_in(user: User, response, device: str | None):
+    """`response`, with `user` signed in (a fresh session) and the browser's device token
+    for them renewed (made, if it had none)."""
+    session.clear()
+    login_user(user)
+    session.permanent = True
+    _remember_device(response, user.username, device)
+    return response
+
+
+def _throttled(body: str, wait: float):
+    response = current_app.make_response((body, 429))
+    response.headers["Retry-After"] = str(math.ceil(wait))
+    return response
+
+
+def _try_again(wait: float) -> str:
+    minutes = math.ceil(wait / 60)
+    return f"Try again in {minutes} minute{'s' if minutes != 1 else ''}."
+
+
+def _wait(model, limit: int, window: timedelta, *where: ColumnElement) -> float:
+    """0 if fewer than `limit` rows of `model` (LoginFailure, JoinFailure) match `where`
+    within `window`, else the seconds until the oldest of the last `limit` leaves it."""
     now = utcnow()
-    # Failures older than the window never count again; dropping them keeps the table small.
-    db.session.execute(delete(LoginFailure).where(LoginFailure.at <= now - window))
     recent = db.session.scalars(
-        select(LoginFailure.at)
-        .where(LoginFailure.username == name, LoginFailure.address == address,
-               LoginFailure.at > now - window)
-        .order_by(LoginFailure.at.desc()).limit(limit)).all()
-    db.session.commit()
+        select(model.at).where(*where, model.at > now - window)
+        .order_by(model.at.desc()).limit(limit)).all()
     if len(recent) < limit:
-        return 0
-    oldest = as_utc(recent[-1])
-    return max(1.0, (oldest + window - now).total_seconds())
+        return 0.0
+    return max(1.0, (as_utc(recent[-1]) + window - now).total_seconds())
+
+
+def _forget_old(model, window: timedelta) -> None:
+    # Failures older than the window never count again; dropping them keeps the table small.
+    db.session.execute(delete(model).where(model.at <= utcnow() - window))
+
+
+def _login_wait(name: str, address: str, device: str | None) -> tuple[float, str]:
+    """(0, "") if this client may try to sign in as `name` now, else (the seconds to
+    wait, why). `device`: the nonce of the client's device token for `name`, if any."""
+    config = current_app.config
+    window, limit = config["LOGIN_FAILURE_WINDOW"], config["LOGIN_MAX_FAILURES"]
+    _forget_old(LoginFailure, window)
+    if device is not None:
+        checks = [(limit, f"Too many failed sign-ins for {name!r} from this browser.",
+                   (LoginFailure.username == name, LoginFailure.device == device))]
+    else:
+        untrusted = LoginFailure.device.is_(None)
+        checks = [(limit, f"Too many failed sign-ins for {name!r} from browsers it has not "
+                          "signed in with before.", (LoginFailure.username == name, untrusted)),
+                  (config["LOGIN_ADDRESS_MAX_FAILURES"],
+                   "Too many failed sign-ins from your address.",
+                   (LoginFailure.address == address, untrusted))]
+    for n, why, where in checks:
+        wait = _wait(LoginFailure, n, window, *where)
+        if wait:
+            db.session.commit()
+            return wait, why
+    db.session.commit()
+    return 0.0, ""
+
+
+def join_code_wait(user_id: int | None) -> float:
+    """0 if this client (its address, and `user_id` when signed in) may try a join code
+    now, else the seconds to wait."""
+    config = current_app.config
+    window = config["JOIN_FAILURE_WINDOW"]
+    _forget_old(JoinFailure, window)
+    wait = _wait(JoinFailure, config["JOIN_ADDRESS_MAX_FAILURES"], window,
+                 JoinFailure.address == _client_address())
+    if not wait and user_id is not None:
+        wait = _wait(JoinFailure, config["JOIN_MAX_FAILURES"], window,
+                     JoinFailure.user_id == user_id)
+    db.session.commit()
+    return wait
+
+
+def note_wrong_join_code(user_id: int | None) -> None:
+    db.session.add(JoinFailure(address=_client_address(), user_id=user_id))
+    db.session.commit()
+
+
+def _device_tokens() -> list[list]:
+    """The browser's unexpired device tokens, [username, nonce, issued (epoch s)] each;
+    none if the cookie is missing, forged or signed with another key."""
+    raw = request.cookies.get(DEVICE_COOKIE)
+    if not raw:
+        return []
+    try:
+        tokens = URLSafeSerializer(current_app.secret_key, salt=DEVICE_SALT).loads(raw)
+    except BadSignature:
+        return []
+    oldest = time.time() - current_app.config["DEVICE_TOKEN_LIFETIME"].total_seconds()
+    if not isinstance(tokens, list):
+        return []
+    return [t for t in tokens if isinstance(t, list) and len(t) == 3 and
+            isinstance(t[0], str) and isinstance(t[1], str) and
+            isinstance(t[2], int) and t[2] > oldest]
+
+
+def _device_for(name: str) -> str | None:
+    """The nonce of this browser's device token for `name`, if it has a valid one."""
+    return next((nonce for user, nonce, _ in _device_tokens() if user == name), None)
+
+
+def _remember_device(response, name: str, device: str | None) -> None:
+    tokens = [t for t in _device_tokens() if t[0] != name]
+    tokens.insert(0, [name, device or secrets.token_urlsafe(12), int(time.time())])
+    lifetime = current_app.config["DEVICE_TOKEN_LIFETIME"]
+    response.set_cookie(DEVICE_COOKIE,
+                        URLSafeSerializer(current_app.secret_key, salt=DEVICE_SALT)
+                        .dumps(tokens[:DEVICE_KEEP]),
+                        max_age=int(lifetime.total_seconds()), httponly=True, samesite="Lax",
+                        secure=current_app.config["SESSION_COOKIE_SECURE"])
 
 
 @cache

@@ -34,8 +34,19 @@ class Config:
     MAX_CONTENT_LENGTH = 1 << 20
     SQLALCHEMY_TRACK_MODIFICATIONS = False
     PASSWORD_HASH_METHOD = "scrypt"
+    # The sign-in throttle (webapp/auth.py): within the window, a username takes this many
+    # failures from browsers without its device token (any address, all together), an
+    # address this many from such browsers (any usernames), and a browser with the user's
+    # device token this many of its own.
     LOGIN_MAX_FAILURES = 5
+    LOGIN_ADDRESS_MAX_FAILURES = 30
     LOGIN_FAILURE_WINDOW = timedelta(minutes=5)
+    DEVICE_TOKEN_LIFETIME = timedelta(days=90)
+    # Wrong join codes (sign-up, joining a course) within the window: per address, and per
+    # signed-in user. 24^4 * 10^4 codes at 30 guesses a 10 minutes is no brute force.
+    JOIN_MAX_FAILURES = 10
+    JOIN_ADDRESS_MAX_FAILURES = 30
+    JOIN_FAILURE_WINDOW = timedelta(minutes=10)
     # 'unsafe-inline' styles: xterm.js writes <style> elements for its themes.
     CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; "
                                "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "

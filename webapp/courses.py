@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import math
+
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
+from werkzeug.exceptions import TooManyRequests
 from wtforms import StringField
 from wtforms.validators import InputRequired, Length
 
@@ -15,7 +18,7 @@ from nslab.labkit.catalog import lab_ids
 from nslab.labkit.model import LAB_ID_RE
 
 from . import labstore, services
-from .auth import role_required
+from .auth import join_code_wait, note_wrong_join_code, role_required
 from .extensions import db
 from .models import Course, ExerciseProgress, Role, SandboxAssignment
 
@@ -73,8 +76,16 @@ def join():
     if not form.validate_on_submit():
         flash("Enter the join code your instructor gave you.", "error")
         return redirect(url_for("dashboard.home"))
+    wait = join_code_wait(current_user.id)
+    if wait:
+        error = TooManyRequests(f"Too many wrong join codes. Try again in "
+                                f"{math.ceil(wait / 60)} minutes, or ask your instructor "
+                                "for the code.")
+        return render_template("error.html", error=error), 429, \
+            {"Retry-After": str(math.ceil(wait))}
     course = Course.by_code(form.join_code.data)
     if course is None:
+        note_wrong_join_code(current_user.id)
         flash("No course has this join code; check it with your instructor.", "error")
         return redirect(url_for("dashboard.home"))
     if course.has_learner(current_user):

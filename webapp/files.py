@@ -47,16 +47,26 @@ RUN_TIMEOUT = 30.0
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 # sh scripts run inside the sandbox; every value comes in as an argument, never spliced.
+# LC_ALL=C: the only word of why a write failed is the tools' message (strerror), read
+# below to tell a full disk from other failures; it must not come in the sandbox's language.
 _BEGIN = r'''
+export LC_ALL=C
 [ -d "$1" ] || exit 3
 [ -d "$2" ] && exit 4
 [ -e "$2" ] && [ "$4" != 1 ] && exit 5
 umask 022
 base64 -d > "$3"
 '''
-_APPEND = 'base64 -d >> "$1"'
-_FINISH = 'mv -fT -- "$1" "$2"'
+_APPEND = 'export LC_ALL=C; base64 -d >> "$1"'
+_FINISH = 'export LC_ALL=C; mv -fT -- "$1" "$2"'
 _ABANDON = 'rm -f -- "$1"'
+
+
+class InsufficientStorage(HTTPException):
+    """507: Werkzeug has no class for it, so abort(507) would be a LookupError (a 500)."""
+
+    code = 507
+    description = "Your sandbox's disk is full."
 
 
 # ---------------------------------------------------------------- paths
@@ -257,5 +267,6 @@ def _write(sid: str, folder: str, path: str, data: bytes, overwrite: bool) -> No
         said = (r.get("stderr") or "").strip().splitlines()
         last_line = said[-1] if said else f"exit code {r['exit_code']}"
         if "quota" in last_line.lower() or "no space" in last_line.lower():
-            abort(507, description=f"The sandbox's disk is full; {path} was not written.")
+            raise InsufficientStorage(f"Your sandbox's disk is full: {path} was not written. "
+                                      "Delete some files in the terminal and try again.")
         abort(502, description=f"{path} could not be written: {last_line}")

@@ -74,12 +74,23 @@ class User(UserMixin, db.Model):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[Role] = mapped_column(_enum(Role))
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Part of the id the session cookie carries (get_id): signing out bumps it, and every
+    # cookie issued before, copies included, stops working (auth.load_user).
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     teaching: Mapped[list[Course]] = relationship(back_populates="instructor",
                                                   order_by="Course.created")
     enrollments: Mapped[list[Enrollment]] = relationship(back_populates="user",
                                                          cascade="all, delete-orphan",
                                                          order_by="Enrollment.created")
+
+    def get_id(self) -> str:
+        """What Flask-Login keeps in the session: the id and the session version."""
+        return f"{self.id}.{self.session_version}"
+
+    def revoke_sessions(self) -> None:
+        """Sign this user out everywhere: every session cookie issued so far is refused."""
+        self.session_version += 1
 
     def set_password(self, password: str) -> None:
         self.password_hash = generate_password_hash(
@@ -258,12 +269,29 @@ class Attempt(db.Model):
 
 
 class LoginFailure(db.Model):
-    """One failed sign-in, kept for the rate limit's window (see auth.py)."""
+    """One failed sign-in, kept for the rate limit's window (see auth.py). `device` is the
+    nonce of the device token the browser showed for this username, None if it had none."""
 
     __tablename__ = "login_failures"
-    __table_args__ = (Index("ix_login_failures_key", "username", "address", "at"),)
+    __table_args__ = (Index("ix_login_failures_key", "username", "address", "at"),
+                      Index("ix_login_failures_address", "address", "at"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(64))
     address: Mapped[str] = mapped_column(String(64))
+    device: Mapped[str | None] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class JoinFailure(db.Model):
+    """One wrong join code (sign-up or joining a course), kept for the throttle's window
+    (see auth.py): per client address, and per user when signed in."""
+
+    __tablename__ = "join_failures"
+    __table_args__ = (Index("ix_join_failures_address", "address", "at"),
+                      Index("ix_join_failures_user", "user_id", "at"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    address: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)

@@ -213,6 +213,13 @@ def check(user: User, course: Course, lab: Lab, ex: Exercise, answer: str | None
         user_id=user.id, course_id=course.id, lab_id=lab.id)).scalar_one_or_none()
     sandbox_id = assignment.sandbox_id if assignment and \
         assignment.state == SandboxState.RUNNING else None
+    if sandbox_id is None and needs_sandbox(ex):
+        # Nothing to look at is no try: refused, with nothing recorded (no attempt, no
+        # graded try used), and the learner told how to go on.
+        if assignment is not None and assignment.state == SandboxState.STOPPED:
+            raise ProgressError("your sandbox is stopped: start it again (open the lab's "
+                                "terminal) to check", 409)
+        raise ProgressError("your sandbox is not running: open the lab's terminal first", 409)
     db.session.commit()  # nothing is held open while the check runs
     with current_app.extensions[CHECKS].one_for(user.id):
         result = grade(lab, ex, client=client, sandbox_id=sandbox_id, params=params,
@@ -244,6 +251,11 @@ def check(user: User, course: Course, lab: Lab, ex: Exercise, answer: str | None
     rows[ex.id] = row
     step = next(s for s in step_states(lab, rows) if s.id == ex.step)
     return Checked(result, earned, row, result.passed and step.passed)
+
+
+def needs_sandbox(ex: Exercise) -> bool:
+    """Whether the exercise's check looks into the sandbox (a plain quiz does not)."""
+    return not (ex.quiz is not None and not ex.check)
 
 
 def scoring_note(ex: Exercise, checked: Checked) -> str | None:

@@ -21,6 +21,7 @@ from webapp import create_app, services
 from webapp.extensions import db
 from webapp.models import Course, User
 from webapp.services import ServiceError
+from webapp.terminal.gate import PAGE_THREADS, PER_USER
 
 from .common import CommandError
 
@@ -147,10 +148,21 @@ def cmd_serve(args) -> int:
                            "unprivileged user (scripts/serve uses the user 'nslab')")
     with _webapp():
         pass  # fails clearly if the database is missing or not migrated
-    argv = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1",
+    if args.sockets_per_user < 1:
+        raise CommandError("--sockets-per-user must be at least 1")
+    if args.threads <= PAGE_THREADS:
+        raise CommandError(f"--threads must be more than {PAGE_THREADS}: that many are kept "
+                           "for pages, the rest may hold terminal connections")
+    # gthread's worker that waits for a request's whole head without holding a thread
+    # (slow-header clients took every thread); socket.io connections may hold all threads
+    # but PAGE_THREADS, which stay for pages (webapp/terminal/gate.py).
+    argv = [sys.executable, "-m", "gunicorn",
+            "--worker-class", "webapp.gunicorn_conf.HeadFirstWorker", "--workers", "1",
             "--threads", str(args.threads), "--bind", f"{args.host}:{args.port}",
             "--config", "python:webapp.gunicorn_conf",
-            "--access-logfile", "-", "webapp:create_app()"]
+            "--access-logfile", "-",
+            f"webapp:create_app({{'SOCKETS_MAX': {args.threads - PAGE_THREADS}, "
+            f"'SOCKETS_PER_USER': {args.sockets_per_user}}})"]
     os.execv(sys.executable, argv)
 
 
@@ -203,10 +215,14 @@ def add_serve_command(sub) -> None:
     sv = sub.add_parser("serve", help="serve the web app with gunicorn (not as root)")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
-    # Each open page's WebSocket holds one gthread thread for as long as it is open: the
-    # thread count caps the connected pages (64 refused the 65th; see the README).
+    # Each open page's WebSocket holds one thread for as long as it is open: all but 64
+    # threads (kept for pages) cap the connected pages; see the README.
     sv.add_argument("--threads", type=int, default=256,
-                    help="worker threads; one per open page (default 256)")
+                    help="worker threads; one per open page, 64 kept for pages (default 256)")
+    # One account's open pages may hold this many threads: a learner's page is one
+    # connection; `nslab bench terminal --terminals N` opens N as the demo learner.
+    sv.add_argument("--sockets-per-user", type=int, default=PER_USER, metavar="N",
+                    help=f"Socket.IO connections one account may hold (default {PER_USER})")
     sv.set_defaults(func=cmd_serve)
 
 

@@ -7,7 +7,8 @@ module and what it imports stay light: the standard library, this package and
 `sandbox.errors`; asyncio is only named in annotations, never imported.
 
 Afterwards the daemon's event loop owns the socket (`attach_loop`): each request is
-awaited until its `spec.Reply` comes back, and the spawner's events (a process exited,
+awaited until its `spec.Reply` comes back, matched by its `req` number (replies come in
+the order the spawner's children finish, not the order asked), and the spawner's events (a process exited,
 a warm slot is parked) are dispatched as they arrive.
 """
 
@@ -21,7 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import SandboxError, explain_oserror
+from ..errors import Conflict, SandboxError, explain_oserror
+from ..protocol import Reason
 from .server import serve
 from .spec import (BootSpec, ExecSpec, ExitEvent, ParkedEvent, ParkSpec, Reply, Request, Unpark,
                    decode_message, encode_request, recv, send)
@@ -176,6 +178,8 @@ def _kill_quietly(pid: int) -> None:
 
 
 def _spawn_error(what: str, reply: Reply) -> SandboxError:
+    if reply.errno == errno.ETIMEDOUT:  # the spawner gave up on a child the sandbox held up
+        return Conflict(f"{what} failed: {reply.error}", reason=Reason.SANDBOX_UNRESPONSIVE)
     if reply.errno in (errno.EPERM, errno.EACCES, errno.ENODEV, errno.ENOSYS):
         return explain_oserror(reply.error, OSError(reply.errno, reply.error))
     return SandboxError(f"{what} failed: {reply.error}")

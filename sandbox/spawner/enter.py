@@ -4,14 +4,19 @@ This runs in a fresh child E of the spawner (`server.py` forks it): E joins the 
 as host root, opens the init's namespace files, enters them (user first), opens a PTY
 inside the sandbox's own devpts if asked, forks F into the sandbox's pid namespace,
 sends F's pid and the PTY master back and exits. F starts a new session, becomes the
-chosen user, sets no_new_privs and execs the command with a clean environment and no
-inherited fds.
+chosen user, sets no_new_privs, installs the seccomp filter (`seccomp.py`) and execs the
+command with a clean environment and no inherited fds.
 
 A held exec (`ExecSpec.hold`, for a traced run) stops F just before it resolves and execs
 the command: F waits on a pipe whose write end E sends to the daemon beside the report.
 The daemon attaches the host's tracer to F, then writes one byte; F execs only on that
 byte (EOF, the daemon gone or giving up, makes F exit), so the command never runs
 untraced. E cannot wait for the exec then, so F reports a failed exec on its stderr.
+
+Everything here may meet what the sandbox's root arranged: its /etc/passwd may be a fifo
+or huge, and its processes may SIGSTOP F before it execs. So the account files are read
+with bounds (`read_account_file`), and E tells the spawner F's pid as soon as F exists
+(`Report.forked`): the spawner waits for E only until its deadline, then kills E and F.
 """
 
 from __future__ import annotations
@@ -19,15 +24,19 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import resource
 import socket
+import stat
 import struct
 import termios
 
 from .. import libc
 from ..procfs import start_time
+from . import seccomp
 from .rootfs import (DEFAULT_PATH, Step, become_ns_root, close_fds_except, join_cgroup,
                      read_all)
-from .spec import GO, ExecSpec, Report, encode_report, send, write_report
+from .spec import (GO, MAX_ACCOUNT_FILE, MAX_OPEN_FILES, ExecSpec, Report, encode_report, send,
+                   write_report)
 
 NAMESPACES_JOIN_ORDER = ("user", "ipc", "uts", "net", "cgroup", "pid", "mnt")
 
@@ -66,6 +75,7 @@ def start(w: int, spec: ExecSpec, report_fd: int, stdio: list[int]) -> None:
     pid = os.fork()
     if pid == 0:
         try:
+            os.close(w)  # the spawner's EOF must not wait for F
             run(spec, err_w, slave, stdio, go_r)
         except BaseException as e:  # noqa: BLE001
             try:
@@ -73,6 +83,8 @@ def start(w: int, spec: ExecSpec, report_fd: int, stdio: list[int]) -> None:
             except OSError:
                 pass
         os._exit(127)
+    # Before E waits on F: F is in the sandbox's pid namespace, where its root can stop it.
+    write_report(w, Report(forked=pid))
     os.close(err_w)
     if slave is not None:
         os.close(slave)
@@ -123,6 +135,8 @@ def run(spec: ExecSpec, err_w: int, slave: int | None, stdio: list[int],
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
     libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
+    limit_open_files()
+    seccomp.install()  # after no_new_privs, which an unprivileged filter needs
     cwd = spec.cwd or home
     try:
         os.chdir(cwd)
@@ -153,18 +167,57 @@ def wait_for_go(err_w: int, go_r: int) -> None:
     os.close(go_r)
 
 
-def parse_passwd(user: str | int) -> tuple[int, int, str, str]:
-    """Resolve a user inside the sandbox from its own /etc/passwd (no NSS modules)."""
+def limit_open_files() -> None:
+    """Soft and hard RLIMIT_NOFILE of MAX_OPEN_FILES: the sandbox's root cannot raise a
+    hard limit (that needs CAP_SYS_RESOURCE in the host's user namespace), so a sandbox
+    holds at most its pids.max times this many open files."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (MAX_OPEN_FILES, MAX_OPEN_FILES))
+
+
+def read_account_file(path: str) -> str | None:
+    """The text of the sandbox's `path` (/etc/passwd, /etc/group), None if it is absent.
+    Opened non-blocking and read only if it is a regular file of at most MAX_ACCOUNT_FILE
+    bytes: a fifo, a device or a huge file there is an error, never a wait."""
     try:
-        with open("/etc/passwd") as f:
-            for line in f:
-                parts = line.rstrip("\n").split(":")
-                if len(parts) < 7:
-                    continue
-                if parts[0] == str(user) or (isinstance(user, int) and parts[2] == str(user)):
-                    return int(parts[2]), int(parts[3]), parts[5] or "/", parts[6] or "/bin/sh"
-    except (OSError, ValueError):
-        pass
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, f"the sandbox's {path} is not a regular file")
+        if st.st_size > MAX_ACCOUNT_FILE:
+            raise OSError(errno.EFBIG, f"the sandbox's {path} is larger than "
+                                       f"{MAX_ACCOUNT_FILE >> 20} MiB")
+        chunks, size = [], 0
+        while size <= MAX_ACCOUNT_FILE:  # a file that grows while read stops here too
+            chunk = os.read(fd, MAX_ACCOUNT_FILE + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > MAX_ACCOUNT_FILE:
+            raise OSError(errno.EFBIG, f"the sandbox's {path} is larger than "
+                                       f"{MAX_ACCOUNT_FILE >> 20} MiB")
+        return b"".join(chunks).decode(errors="replace")
+    finally:
+        os.close(fd)
+
+
+def parse_passwd(user: str | int) -> tuple[int, int, str, str]:
+    """Resolve a user inside the sandbox from its own /etc/passwd (no NSS modules). A
+    numeric user without an entry (or without the file) is itself, home /; a passwd that
+    cannot be read safely is an error (`read_account_file`)."""
+    text = read_account_file("/etc/passwd") or ""
+    for line in text.splitlines():
+        parts = line.split(":")
+        if len(parts) < 7:
+            continue
+        if parts[0] == str(user) or (isinstance(user, int) and parts[2] == str(user)):
+            try:
+                return int(parts[2]), int(parts[3]), parts[5] or "/", parts[6] or "/bin/sh"
+            except ValueError:
+                continue  # a malformed entry names no one
     if isinstance(user, int):
         return user, user, "/", "/bin/sh"
     raise OSError(errno.ENOENT, f"no user {user!r} in the sandbox's /etc/passwd")
@@ -172,14 +225,13 @@ def parse_passwd(user: str | int) -> tuple[int, int, str, str]:
 
 def groups_of(name: str, gid: int) -> list[int]:
     groups = {gid}
-    try:
-        with open("/etc/group") as f:
-            for line in f:
-                parts = line.rstrip("\n").split(":")
-                if len(parts) >= 4 and name in parts[3].split(","):
-                    groups.add(int(parts[2]))
-    except (OSError, ValueError):
-        pass
+    for line in (read_account_file("/etc/group") or "").splitlines():
+        parts = line.split(":")
+        if len(parts) >= 4 and name in parts[3].split(","):
+            try:
+                groups.add(int(parts[2]))
+            except ValueError:
+                continue
     return sorted(groups)
 
 

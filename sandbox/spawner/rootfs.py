@@ -10,9 +10,10 @@ This runs in a fresh child C of the spawner (`server.py` forks it), still host r
      These mounts were made by host root, so inside the sandbox they are locked.
   3. C enters the user namespace and unshares mnt, uts, ipc, net, cgroup and pid
      namespaces, so that they are owned by the sandbox's root; then it forks G.
-  4. G is PID 1: it mounts /proc, /sys (read-only), /dev, devpts, cgroupfs, masks
-     Docker's masked paths, pivot_root()s and execs catatonit from an fd it opened on
-     the host, so no path inside the sandbox decides what runs as PID 1.
+  4. G is PID 1: it mounts /proc, /sys (read-only), /dev, devpts (at most
+     `spec.MAX_PTYS` terminals), cgroupfs, masks Docker's masked paths, pivot_root()s,
+     installs the seccomp filter (`seccomp.py`) and execs catatonit from an fd it opened
+     on the host, so no path inside the sandbox decides what runs as PID 1.
 
 Each kernel operation is one small function; `build_in_userns` and `init` are the
 sequence. `Step` names what was being done in any error, and the child reports its
@@ -23,9 +24,11 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 
 from .. import libc
-from .spec import BootSpec, ParkSpec, Report, loads, write_report
+from . import seccomp
+from .spec import MAX_OPEN_FILES, BootSpec, ParkSpec, Report, loads, write_report
 
 # Docker's defaults (moby oci/defaults.go): hidden, and read-only, paths.
 MASKED_PATHS = (
@@ -159,7 +162,7 @@ def mount_layer(vol: str, i: int, lower: str, target: str, userns: int) -> None:
                f"lowerdir={staged},upperdir={vol}/upper/{i},workdir={vol}/work/{i}")
 
 
-def mount_dev(rootfs: str, shm_size: int) -> None:
+def mount_dev(rootfs: str, shm_size: int, max_ptys: int) -> None:
     dev = f"{rootfs}/dev"
     libc.mount("tmpfs", dev, "tmpfs", libc.MS_NOSUID | libc.MS_NOEXEC, "mode=755,size=256k")
     for name in DEVICES:
@@ -169,7 +172,7 @@ def mount_dev(rootfs: str, shm_size: int) -> None:
     for name in ("pts", "shm", "mqueue"):
         os.mkdir(f"{dev}/{name}", 0o755)
     libc.mount("devpts", f"{dev}/pts", "devpts", libc.MS_NOSUID | libc.MS_NOEXEC,
-               "newinstance,ptmxmode=0666,mode=0620,gid=5")
+               f"newinstance,ptmxmode=0666,mode=0620,gid=5,max={max_ptys}")
     libc.mount("shm", f"{dev}/shm", "tmpfs", libc.MS_NOSUID | libc.MS_NODEV,
                f"mode=1777,size={shm_size}")
     libc.mount("mqueue", f"{dev}/mqueue", "mqueue", PROC_FLAGS)
@@ -301,7 +304,7 @@ def init(spec: BootSpec, init_fd: int) -> None:
         os.chdir("rootfs")
         libc.mount("proc", f"{rootfs}/proc", "proc", PROC_FLAGS)
         libc.mount("sysfs", f"{rootfs}/sys", "sysfs", PROC_FLAGS | libc.MS_RDONLY)
-        mount_dev(rootfs, spec.shm_size)
+        mount_dev(rootfs, spec.shm_size, spec.max_ptys)
     with Step("mounting the cgroup filesystem"):
         mount_cgroups(rootfs, spec.cgroup_mounts, spec.cgroup_version)
     with Step("masking /proc and /sys paths"):
@@ -309,5 +312,12 @@ def init(spec: BootSpec, init_fd: int) -> None:
     with Step("pivot_root into the sandbox"):
         pivot_root_here()
     stdio_to_null()
+    with Step("limiting open files"):
+        # Inherited by every process PID 1 and its children start; see enter.limit_open_files.
+        resource.setrlimit(resource.RLIMIT_NOFILE, (MAX_OPEN_FILES, MAX_OPEN_FILES))
+    with Step("installing the seccomp filter"):
+        # Last, so PID 1's own setup above is not filtered; as the namespace's root G has
+        # CAP_SYS_ADMIN there, which is what loading a filter without no_new_privs needs.
+        seccomp.install()
     with Step("starting catatonit"):
         os.execve(init_fd, ["catatonit", "-P"], {"PATH": DEFAULT_PATH})

@@ -5,7 +5,11 @@ deadlock in the child (benchexec #435). So the daemon forks this spawner once, f
 thing, while it is still single-threaded (`client.SpawnerClient.fork`); the spawner
 stays single-threaded and does every later fork. It reads one request at a time from
 the daemon's socket (`spec.py`), forks a child that does the work (`rootfs.build` builds
-a sandbox, `enter.start` starts a process in one), collects the child's report and replies.
+a sandbox, `enter.start` starts a process in one) and goes back to its loop: the child's
+reports are read there as they come (`Pending`), and the reply is sent when the child is
+done, or when its deadline passes (then the child and what it started are killed). A
+sandbox can slow or stop the child that enters it, never the spawner: other requests
+are served meanwhile, and answered out of order (each reply names its request).
 
 The spawner is a child subreaper: sandbox inits and exec'd processes are reparented
 to it when their short-lived setup parents exit, so it learns every exit status and
@@ -14,20 +18,56 @@ reports it to the daemon as an event.
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import select
 import signal
 import socket
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import NoReturn
 
 from .. import libc
-from . import enter, rootfs
-from .rootfs import read_all, report_failure
-from .spec import (BootSpec, ExecSpec, ExitEvent, ParkedEvent, ParkSpec, Reply, Report, Request,
-                   Unpark, decode_report, decode_request, dumps, encode_message, read_reports,
-                   recv, send)
+from . import enter, rootfs, seccomp
+from .rootfs import report_failure
+from .spec import (EXEC_DEADLINE, SPAWN_DEADLINE, BootSpec, ExecSpec, ExitEvent, ParkedEvent,
+                   ParkSpec, Reply, Report, Request, Unpark, decode_report, decode_request, dumps,
+                   encode_message, read_reports, recv, send)
+
+MAX_REPORTS = 64 << 10  # a child's reports are a few lines; more is a broken child
+
+
+@dataclass
+class Pending:
+    """A forked child working on request `req`: its reports are read from `r` in the loop
+    until EOF, then `finish` makes the reply from them (and the descriptors it carries);
+    past `deadline` (monotonic) the child is killed and the request fails."""
+
+    req: int | None
+    pid: int
+    r: int
+    deadline: float
+    finish: Callable[[list[Report]], tuple[Reply, list[int]]]
+    cleanup: Callable[[], None] = lambda: None  # the request failed: close what finish would
+    limit: float = 0.0  # seconds it was given
+    data: bytearray = field(default_factory=bytearray)
+    reaped: set[int] = field(default_factory=set)  # its processes that exited and were reaped
+
+    def reports(self) -> list[Report]:
+        """The complete lines so far (a child killed mid-write leaves half of one)."""
+        whole = bytes(self.data[:self.data.rfind(b"\n") + 1])
+        return read_reports(whole)
+
+    def started(self) -> list[int]:
+        """The child and the processes it reported starting, the child's own first."""
+        pids = [self.pid]
+        for report in self.reports():
+            for pid in (report.forked, report.pid):
+                if pid is not None and pid not in pids:
+                    pids.append(pid)
+        return pids
 
 
 @dataclass
@@ -51,6 +91,7 @@ class Server:
         self.sock = sock
         self.parked: dict[str, ParkedSlot] = {}
         self.parking: dict[int, str] = {}  # report fd -> slot, until the child says it is parked
+        self.pending: dict[int, Pending] = {}  # report fd -> a child working on a request
 
     def serve(self) -> NoReturn:
         """Main loop of the spawner process; never returns."""
@@ -66,6 +107,13 @@ class Server:
         # process); freezing what exists and not collecting keeps children cheap.
         gc.disable()
         gc.freeze()
+        try:
+            # Built once here, so each child only loads the program it inherits. If libseccomp
+            # is missing, each sandbox and exec fails in its own "installing the seccomp
+            # filter" step, with the reason, rather than running unfiltered.
+            seccomp.program()
+        except OSError:
+            pass
         if os.getppid() == 1:  # the daemon died before PDEATHSIG was armed
             os._exit(0)
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -74,12 +122,20 @@ class Server:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.set_wakeup_fd(wake_w)
         while True:
+            timeout = None
+            if self.pending:
+                nearest = min(p.deadline for p in self.pending.values())
+                timeout = max(0.0, nearest - time.monotonic())
             try:
-                ready, _, _ = select.select([self.sock, wake_r, *self.parking], [], [])
+                ready, _, _ = select.select([self.sock, wake_r, *self.parking, *self.pending],
+                                            [], [], timeout)
             except InterruptedError:
                 continue
             for fd in [fd for fd in ready if fd in self.parking]:
                 self._on_parked(fd)
+            for fd in [fd for fd in ready if fd in self.pending]:
+                self._on_report(fd)
+            self._expire()
             if wake_r in ready:
                 try:
                     while os.read(wake_r, 4096):
@@ -97,6 +153,7 @@ class Server:
             os._exit(0)
         for fd in fds:
             os.close(fd)  # no request carries descriptors
+        req = msg.get("req")
         out_fds: list[int] = []
         try:
             spec = decode_request(msg)
@@ -104,13 +161,79 @@ class Server:
             reply = Reply(error=str(e))
         else:
             try:
-                reply, out_fds = self._handle(spec)
+                result = self._handle(spec, req)
             except OSError as e:
-                reply = Reply(error=str(e), errno=e.errno)
-        reply.req = msg.get("req")
+                result = Reply(error=str(e), errno=e.errno), []
+            if result is None:
+                return  # a child works on it: answered from the loop (_on_report, _expire)
+            reply, out_fds = result
+        self._reply(req, reply, out_fds)
+
+    def _reply(self, req: int | None, reply: Reply, out_fds: list[int]) -> None:
+        reply.req = req
         send(self.sock, encode_message(reply), out_fds)
         for fd in out_fds:
             os.close(fd)
+
+    # -- children working on a request
+
+    def _start(self, req: int | None, pid: int, r: int, deadline: float,
+               finish: Callable[[list[Report]], tuple[Reply, list[int]]],
+               cleanup: Callable[[], None] = lambda: None) -> None:
+        os.set_blocking(r, False)
+        self.pending[r] = Pending(req, pid, r, time.monotonic() + deadline, finish, cleanup,
+                                  limit=deadline)
+
+    def _on_report(self, fd: int) -> None:
+        p = self.pending[fd]
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        if chunk and len(p.data) + len(chunk) <= MAX_REPORTS:
+            p.data += chunk
+            return
+        del self.pending[fd]
+        os.close(fd)
+        if chunk:  # far more than any report: a child gone wrong
+            self._give_up(p, "the setup child wrote more than its reports")
+            return
+        # EOF: the child exited (or exec'd, with all it started); reap it unless the loop did.
+        if p.pid not in p.reaped:
+            os.waitpid(p.pid, 0)
+        try:
+            reply, out_fds = p.finish(p.reports())
+        except OSError as e:
+            reply, out_fds = Reply(error=str(e), errno=e.errno), []
+        self._reply(p.req, reply, out_fds)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for fd, p in list(self.pending.items()):
+            if p.deadline <= now:
+                del self.pending[fd]
+                os.close(fd)
+                self._give_up(p, f"its setup did not finish in {p.limit:.0f} s (the "
+                                 "sandbox's processes stopped it, or its files blocked it); "
+                                 "what it started was killed")
+
+    def _give_up(self, p: Pending, why: str) -> None:
+        """Kill the child and every process it reported starting; fail its request. None
+        of them can have been reaped by pid reuse: each is the child's child or ours until
+        the loop reaps it, and those it reaped are skipped."""
+        started = p.started()
+        for pid in reversed(started):
+            if pid not in p.reaped:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if p.pid not in p.reaped:
+            os.waitpid(p.pid, 0)
+        p.cleanup()
+        pids = [r.pid for r in p.reports() if r.pid is not None]
+        self._reply(p.req, Reply(error=why, errno=errno.ETIMEDOUT,
+                                 pid=pids[0] if pids else None), [])
 
     def _reap(self) -> None:
         while True:
@@ -120,16 +243,22 @@ class Server:
                 return
             if pid == 0:
                 return
+            owner = next((p for p in self.pending.values() if pid in p.started()), None)
+            if owner is not None:
+                owner.reaped.add(pid)
+                if pid == owner.pid:
+                    continue  # a setup child: its request's reply says how it went
             send(self.sock, encode_message(ExitEvent(pid, os.waitstatus_to_exitcode(status))))
 
-    def _handle(self, spec: Request) -> tuple[Reply, list[int]]:
+    def _handle(self, spec: Request, req: int | None) -> tuple[Reply, list[int]] | None:
+        """The reply now, or None when a child was started that the loop will answer for."""
         if isinstance(spec, BootSpec):
-            return (self._spawn_parked(spec) if spec.slot else _spawn(spec)), []
+            return self._spawn_parked(spec, req) if spec.slot else self._spawn(spec, req)
         if isinstance(spec, ParkSpec):
             return self._park(spec), []
         if isinstance(spec, Unpark):
             return self._unpark(spec.slot), []
-        return _exec(spec)
+        return self._exec(spec, req)
 
     # -- warm slots
 
@@ -166,16 +295,55 @@ class Server:
             pass
         return Reply()
 
-    def _spawn_parked(self, spec: BootSpec) -> Reply:
+    def _spawn_parked(self, spec: BootSpec, req: int | None) -> tuple[Reply, list[int]] | None:
         entry = self.parked.pop(spec.slot, None)
         if entry is None:
-            return Reply(error=f"no parked slot {spec.slot}")
+            return Reply(error=f"no parked slot {spec.slot}"), []
         self.parking.pop(entry.report, None)
         try:
             os.write(entry.control, dumps(spec))  # specs are far below the pipe's 64 KiB
         finally:
             os.close(entry.control)
-        return _spawn_result(collect(entry.report, entry.pid))
+        self._start(req, entry.pid, entry.report, SPAWN_DEADLINE, _spawn_result)
+        return None
+
+    # -- building and exec
+
+    def _spawn(self, spec: BootSpec, req: int | None) -> None:
+        pid, r = start_child(rootfs.build, spec)
+        self._start(req, pid, r, SPAWN_DEADLINE, _spawn_result)
+
+    def _exec(self, spec: ExecSpec, req: int | None) -> None:
+        report_parent, report_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        stdio_child: list[int] = []
+        stdio_parent: list[int] = []
+        if not spec.tty:
+            # stdin: the child reads, we write; stdout and stderr: the other way round
+            for child_reads in (True, False, False):
+                r, w = os.pipe2(os.O_CLOEXEC)
+                stdio_child.append(r if child_reads else w)
+                stdio_parent.append(w if child_reads else r)
+        try:
+            pid, r = start_child(enter.start, spec, report_child.fileno(), stdio_child)
+        except BaseException:
+            report_parent.close()
+            for fd in stdio_parent:
+                os.close(fd)
+            raise
+        finally:
+            report_child.close()
+            for fd in stdio_child:
+                os.close(fd)
+
+        def cleanup() -> None:
+            report_parent.close()
+            for fd in stdio_parent:
+                os.close(fd)
+
+        def finish(reports: list[Report]) -> tuple[Reply, list[int]]:
+            return _exec_result(reports, report_parent, stdio_parent)
+
+        self._start(req, pid, r, EXEC_DEADLINE, finish, cleanup)
 
 
 def serve(sock: socket.socket) -> NoReturn:
@@ -183,40 +351,23 @@ def serve(sock: socket.socket) -> NoReturn:
     Server(sock).serve()
 
 
-# ---------------------------------------------------------------- building and exec
+# ---------------------------------------------------------------- replies from reports
 
 
-def _spawn(spec: BootSpec) -> Reply:
-    _pid, reports = run_child(rootfs.build, spec)
-    return _spawn_result(reports)
-
-
-def _spawn_result(reports: list[Report]) -> Reply:
+def _spawn_result(reports: list[Report]) -> tuple[Reply, list[int]]:
     err = first_error(reports)
     pids = [r.pid for r in reports if r.pid is not None]
     if err:
-        return Reply(error=err.error, errno=err.errno, pid=pids[0] if pids else None)
+        return Reply(error=err.error, errno=err.errno, pid=pids[0] if pids else None), []
     if not pids:
-        return Reply(error="sandbox setup ended without reporting its init")
-    return Reply(pid=pids[0])
+        return Reply(error="sandbox setup ended without reporting its init"), []
+    return Reply(pid=pids[0]), []
 
 
-def _exec(spec: ExecSpec) -> tuple[Reply, list[int]]:
-    report_parent, report_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    stdio_child: list[int] = []
-    stdio_parent: list[int] = []
-    if not spec.tty:
-        # stdin: the child reads, we write; stdout and stderr: the other way round
-        for child_reads in (True, False, False):
-            r, w = os.pipe2(os.O_CLOEXEC)
-            stdio_child.append(r if child_reads else w)
-            stdio_parent.append(w if child_reads else r)
-    try:
-        _pid, reports = run_child(enter.start, spec, report_child.fileno(), stdio_child)
-    finally:
-        report_child.close()
-        for fd in stdio_child:
-            os.close(fd)
+def _exec_result(reports: list[Report], report_parent: socket.socket,
+                 stdio_parent: list[int]) -> tuple[Reply, list[int]]:
+    """The reply to an exec whose child E is done: F's pid, a pidfd on it, its PTY master
+    (from E's report socket) and the daemon's ends of its pipes."""
     err = first_error(reports)
     if err and not any(r.pid is not None for r in reports):
         report_parent.close()
@@ -263,22 +414,12 @@ def fork_child(w: int, step: str, target, *args, close: tuple = ()) -> int:
     os._exit(code)
 
 
-def run_child(target, *args) -> tuple[int, list[Report]]:
-    """Fork a child that runs target(w, *args); collect its reports until EOF."""
+def start_child(target, *args) -> tuple[int, int]:
+    """Fork a child that runs target(w, *args); its pid and the read end of its reports."""
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = fork_child(w, target.__name__, target, w, *args, close=(r,))
     os.close(w)
-    return pid, collect(r, pid)
-
-
-def collect(r: int, pid: int) -> list[Report]:
-    """A child's reports, read until EOF (its exit or exec); then reap it."""
-    try:
-        data = read_all(r)
-    finally:
-        os.close(r)
-    os.waitpid(pid, 0)
-    return read_reports(data)
+    return pid, r
 
 
 def reset_signals() -> None:

@@ -3,7 +3,10 @@
 The daemon and the spawner share one SOCK_SEQPACKET socket: each message is one JSON
 object, with file descriptors (pidfds, PTY masters, pipes) beside it as SCM_RIGHTS.
 A request is a spec (`BootSpec`, `ParkSpec`, `Unpark`, `ExecSpec`) with its `op` and a
-`req` number that the `Reply` repeats; the spawner also sends events nobody asked for: a
+`req` number that the `Reply` repeats. Replies may come in any order: a request whose child
+is slow (one sandbox's exec) is answered when it finishes or its deadline passes, and the
+requests after it are not held up; `SpawnerClient` matches each reply to its request by
+`req`. The spawner also sends events nobody asked for: a
 process it reaped exited (`ExitEvent`), a warm slot finished parking (`ParkedEvent`).
 Inside the spawner, each forked child reports back in JSON lines on a pipe (`Report`).
 This module alone encodes and decodes all of them.
@@ -21,6 +24,25 @@ from typing import ClassVar
 MAX_MSG = 1 << 20  # the largest message either side reads
 MAX_FDS = 8        # the most descriptors one message carries
 GO = b"g"          # what the daemon writes on a held process's go pipe to let it exec
+
+# Limits the spawner puts on every sandbox, in one place.
+# Terminals: all devpts instances share the kernel's pty.max less pty.reserve (4096 - 1024 =
+# 3072 by default); without a per-instance `max=` one sandbox could take them all. 32 is
+# far more than a learner's browser terminals, tmux panes and ssh sessions need, and keeps
+# 3072 / 32 = 96 sandboxes' worth of terminals guaranteed at the default sysctls.
+MAX_PTYS = 32
+# Open files per process (RLIMIT_NOFILE) of every process the spawner starts in a sandbox.
+MAX_OPEN_FILES = 1024
+# Files a process reads inside a sandbox on the spawner's behalf (/etc/passwd, /etc/group)
+# are read only if they are regular files of at most this size: a fifo, a device or a
+# huge file there must not block or slow the spawner.
+MAX_ACCOUNT_FILE = 1 << 20
+# How long the spawner waits for a child that a sandbox can influence (its files, its
+# processes can SIGSTOP the exec's child) before it kills the child and fails the request.
+EXEC_DEADLINE = 5.0
+# Building a sandbox: its own files (a stopped sandbox's upper dir) are mounted on; the
+# host may be busy (cgroup v1 migrations wait for RCU), so this one is generous.
+SPAWN_DEADLINE = 60.0
 
 
 # ---------------------------------------------------------------- requests
@@ -72,6 +94,7 @@ class BootSpec:
     init: str  # the host path of catatonit
     shm_size: int
     slot: str | None = None
+    max_ptys: int = MAX_PTYS  # its devpts instance's `max=`
 
     @classmethod
     def from_wire(cls, fields: dict) -> BootSpec:
@@ -200,6 +223,8 @@ class Report:
 
     pid: int | None = None
     exec_error: str | None = None
+    forked: int | None = None  # a process started but not yet done: killed if the child is
+                               # given up on (its deadline passed)
     held: bool = False  # exec: the process waits for its go byte; its pipe comes along
     parked: bool = False
     error: str | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Hashable
 from typing import Any, Callable
 
 from flask import current_app, request
@@ -27,6 +28,7 @@ DEFAULT_SIZE = (24, 80)
 Authorize = Callable[[Any, str, str], bool]
 FindSandbox = Callable[[Any, Any, Any], "str | None"]
 OnActivity = Callable[[str], None]
+UserKey = Callable[[Any], "Hashable | None"]
 
 
 def room(sandbox_id: str) -> str:
@@ -35,20 +37,27 @@ def room(sandbox_id: str) -> str:
 
 class TerminalNamespace(Namespace):
     """`/terminal` for one app, and its registry of terminals: the relays of each page
-    (by socket.io sid and exec id) and the last shell opened in each sandbox. The web
-    app keeps it on `app.extensions` (see `webapp.sandboxes`)."""
+    (by socket.io sid and exec id), the user of each page (sid → user key, for
+    `disconnect_user`) and the last shell opened in each sandbox. The web app keeps it
+    on `app.extensions` (see `webapp.sandboxes`)."""
 
     def __init__(self, namespace: str, *, get_client: Callable[[], Client], authorize: Authorize,
                  get_user: Callable[[], Any] | None = None,
                  find_sandbox: FindSandbox | None = None,
-                 on_activity: OnActivity | None = None):
+                 on_activity: OnActivity | None = None, user_key: UserKey | None = None):
         super().__init__(namespace)
         self.get_client = get_client
         self.authorize = authorize
         self.get_user = get_user or _current_user
         self.find_sandbox = find_sandbox
         self.on_activity = on_activity or (lambda sandbox_id: None)
+        self.user_key = user_key or _user_id
         self.relays: dict[str, dict[str, Relay]] = {}   # sid → exec id → relay
+        self.users: dict[str, Hashable] = {}            # sid → user key (signed-in pages)
+        # Revocations (`disconnect_user`), counted, and the count at each user's last one:
+        # a page that connects while its user signs out is refused (see on_connect).
+        self._revocations = 0
+        self._revoked_at: dict[Hashable, int] = {}
         self.latest_shell: dict[str, str] = {}          # sandbox id → last shell opened
         self._lock = threading.Lock()
         # python-socketio sends a binary event as several engine.io packets, unlocked:
@@ -108,13 +117,58 @@ class TerminalNamespace(Namespace):
     def on_connect(self, auth=None):
         _no_delay(request.environ)
         with self._lock:
+            before = self._revocations
+        # Loading the user reads the database; a sign-out may commit and run
+        # disconnect_user meanwhile, before this page is in `users` for it to find. Such
+        # a page was signed in with a cookie that is revoked now: refuse it.
+        key = self.user_key(self.get_user())
+        with self._lock:
+            if key is not None and self._revoked_at.get(key, 0) > before:
+                return False
             self.relays[request.sid] = {}
+            if key is not None:
+                self.users[request.sid] = key
 
     def on_disconnect(self, reason=None):
         with self._lock:
             terms = self.relays.pop(request.sid, {})
+            self.users.pop(request.sid, None)
         for relay in terms.values():
             relay.close()  # the shells go on; the page reattaches when it comes back
+
+    def disconnect_user(self, key: Hashable) -> int:
+        """The user `key` signed out (their sessions are revoked): cut every page of theirs
+        on this process, from any thread (the sign-out request's). Keystrokes and acks
+        skip the per-event sign-in check (`_BARE`), so without this a terminal opened
+        before would go on taking keys until its socket closed. The relays close here and
+        now (the shells go on, as when a page closes; signed in again, the page
+        reattaches); the sockets are disconnected by a background task, since closing an
+        engine.io socket waits until the client has been sent what was queued, and a
+        client that stops reading must not hold up the sign-out. Returns the pages cut."""
+        with self._lock:
+            self._revocations += 1
+            self._revoked_at[key] = self._revocations
+            sids = [sid for sid, user in self.users.items() if user == key]
+            # Out of `relays`: from now on this page's keystrokes find no relay.
+            terms = [self.relays.pop(sid, {}) for sid in sids]
+        for relay in (r for t in terms for r in t.values()):
+            relay.close()
+        if sids:
+            self.socketio.start_background_task(self._hang_up, sids)
+        return len(sids)
+
+    def _hang_up(self, sids: list[str]) -> None:
+        server = self.socketio.server
+        for sid in sids:
+            eio_sid = server.manager.eio_sid_from_sid(sid, self.namespace)
+            # The namespace first: the page hears "io server disconnect" and does not
+            # reconnect; then the transport, for a client that would keep it open anyway
+            # (it holds a server thread while it is open). The disconnect packet takes
+            # the emit lock: it must not land between the packets of a binary event.
+            with self._emit_lock:
+                server.disconnect(sid, namespace=self.namespace)
+            if eio_sid is not None:
+                server.eio.disconnect(eio_sid)
 
     def on_open(self, data):
         if not isinstance(data, dict):
@@ -235,6 +289,7 @@ def register_terminal(socketio, *, get_client: Callable[[], Client], authorize: 
                       get_user: Callable[[], Any] | None = None,
                       find_sandbox: FindSandbox | None = None,
                       on_activity: OnActivity | None = None,
+                      user_key: UserKey | None = None,
                       namespace: str = NAMESPACE) -> TerminalNamespace:
     """Serve terminals on `namespace`. `get_client()` gives a sandbox.client.Client;
     `authorize(user, sandbox_id, mode)` with mode "write" (type into it) or "read"
@@ -243,10 +298,12 @@ def register_terminal(socketio, *, get_client: Callable[[], Client], authorize: 
     course, lab)` gives the sandbox id for an `open` that names a course and lab
     instead (the page need not know it); it may raise SandboxError with a message.
     `on_activity(sandbox_id)` is called on every keystroke, `touch` and writable open (it
-    must be cheap: it runs on the keystroke's path)."""
+    must be cheap: it runs on the keystroke's path). `user_key(user)` is what
+    `disconnect_user` knows a user's pages by (default: the user's `id`, for a signed-in
+    user; None: the page is not recorded)."""
     ns = TerminalNamespace(namespace, get_client=get_client, authorize=authorize,
                            get_user=get_user, find_sandbox=find_sandbox,
-                           on_activity=on_activity)
+                           on_activity=on_activity, user_key=user_key)
     socketio.on_namespace(ns)
     return ns
 
@@ -260,6 +317,12 @@ def _current_user():
     if getattr(current_app, "login_manager", None) is None:
         return None
     return current_user._get_current_object()
+
+
+def _user_id(user) -> Hashable | None:
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    return getattr(user, "id", None)
 
 
 def _no_delay(environ) -> None:
