@@ -17,6 +17,7 @@ from pathlib import Path
 from .errors import InvalidRequest
 from .protocol import DEFAULT_DAEMON_NAME as DEFAULT_NAME
 from .protocol import DEFAULT_RUN_DIR
+from .spawner.spec import MAX_PTYS
 
 DEFAULT_STATE_DIR = Path("/var/lib/nslab")
 DEFAULT_SUBNET = "10.213.0.0/16"
@@ -42,6 +43,7 @@ class HostConfig:
     socket_group: str | None = None
     cgroup_root: Path = Path("/sys/fs/cgroup")
     warm: int = 2  # sandboxes kept half-built ahead of demand (0: none)
+    max_ptys: int = MAX_PTYS  # each sandbox's devpts `max=` (the host shares pty.max - pty.reserve)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):

@@ -289,7 +289,8 @@ class Engine:
             uid_base=rec.uid_base, uid_count=UID_BLOCK,
             cgroup_files=self.cgroups.spawn_procs_files(rec.group),
             cgroup_mounts=self.cgroups.mounts_inside(), cgroup_version=self.cgroups.version,
-            init=INIT_BINARY, shm_size=rec.shm, slot=slot.id if slot else None)
+            init=INIT_BINARY, shm_size=rec.shm, slot=slot.id if slot else None,
+            max_ptys=self.config.max_ptys)
         pid = await self.spawner.spawn(spec)
         rec.init_pid = pid
         rec.init_start = procfs.start_time(pid)

@@ -17,12 +17,14 @@ from .images import ImageStore, progress_bar
 from .payloads import parse_size
 from .protocol import DEFAULT_DAEMON_NAME, default_socket_path
 from .spawner.client import SpawnerClient
+from .spawner.spec import MAX_PTYS
 
 
 def run_daemon(*, name: str = DEFAULT_DAEMON_NAME, state_dir: str | Path | None = None,
                socket: str | Path | None = None, subnet: str, storage_size: str,
                socket_group: str | None = None, warm: int = 2, listen: str | None = None,
-               token_file: str | Path | None = None, teardown: bool = False) -> int:
+               token_file: str | Path | None = None, teardown: bool = False,
+               max_ptys: int | None = None) -> int:
     """Serve as the daemon called `name` until SIGTERM (or, with `teardown`, destroy all it
     made instead); the process's exit code."""
     if os.geteuid() != 0:
@@ -30,6 +32,7 @@ def run_daemon(*, name: str = DEFAULT_DAEMON_NAME, state_dir: str | Path | None 
                            "mounts and network devices)")
     config = HostConfig(name=name, state_dir=Path(state_dir or DEFAULT_STATE_DIR),
                         subnet=subnet, socket_group=socket_group, warm=warm,
+                        max_ptys=max_ptys or MAX_PTYS,
                         storage_size=parse_size(storage_size, "storage-size",
                                                 minimum=1 << 30))
     # The spawner is forked now, before the daemon's own imports (aiohttp, pyroute2):

@@ -9,11 +9,15 @@ stderr, or `Reason.SANDBOX_UNRESPONSIVE`) within the spawner's deadline, never h
 from __future__ import annotations
 
 import errno
+import subprocess
 import threading
 import time
+import uuid
 
 import pytest
 
+from conftest import NSLAB, Daemon, free_subnet, leftovers
+from sandbox.config import HostConfig
 from sandbox.errors import SandboxError
 from sandbox.protocol import Channel, Reason
 from sandbox.spawner.spec import EXEC_DEADLINE, MAX_OPEN_FILES, MAX_PTYS
@@ -207,3 +211,24 @@ def test_open_files_are_bounded_per_process(client, box):
     out = run_ok(client, box["id"], "ulimit -Sn; ulimit -Hn; ulimit -Hn 1048576 2>/dev/null "
                                     "&& echo raised || echo refused")
     assert out.split() == [str(MAX_OPEN_FILES), str(MAX_OPEN_FILES), "refused"]
+
+
+def test_the_terminal_bound_is_the_daemons_to_set(tmp_path):
+    """`nslab sandboxd --max-ptys N` sets each sandbox's devpts `max=` (a benchmark playing one
+    learner with 200 terminals needs more than a learner does); a bad N changes nothing."""
+    bad = subprocess.run([*NSLAB, "sandboxd", "--max-ptys", "0"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "'0' is not a number from 1 to 1024" in bad.stderr
+    name = f"p{uuid.uuid4().hex[:8]}"
+    d = Daemon(tmp_path, name, free_subnet())
+    d.extra_args = ["--max-ptys", "5", "--warm", "0"]
+    d.start()
+    try:
+        c = d.client()
+        sb = c.create(cpus=1.0, memory="256m", pids=64, disk="256m")
+        out = c.run(sb["id"], ["python3", "-c", PTY_HOG, "0"], timeout=20)["stdout"].split()
+        assert [int(x) for x in out] == [5, errno.ENOSPC]
+    finally:
+        result = d.teardown()
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert not leftovers(name, d.state_dir, HostConfig(name=name).tag)

@@ -3,6 +3,8 @@ itself (through `sandbox.main`, the CLI's one way into it) rather than talk to a
 
 from __future__ import annotations
 
+import argparse
+
 from sandbox.main import build_image, list_images, run_daemon
 
 from .common import add_socket, print_json, table
@@ -11,7 +13,8 @@ from .common import add_socket, print_json, table
 def cmd_sandboxd(args) -> int:
     return run_daemon(name=args.name, state_dir=args.state_dir, socket=args.socket,
                       subnet=args.subnet, storage_size=args.storage_size,
-                      socket_group=args.socket_group, warm=args.warm, listen=args.listen,
+                      socket_group=args.socket_group, warm=args.warm, max_ptys=args.max_ptys,
+                      listen=args.listen,
                       token_file=args.token_file, teardown=args.teardown)
 
 
@@ -33,6 +36,12 @@ def cmd_image_build(args) -> int:
 
 # ---------------------------------------------------------------- parser
 
+def _pty_count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 1024:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 1 to 1024")
+    return int(text)
+
+
 def add_sandboxd_command(sub) -> None:
     d = sub.add_parser("sandboxd", help="run the sandbox daemon (root)")
     add_socket(d)
@@ -43,6 +52,9 @@ def add_sandboxd_command(sub) -> None:
     d.add_argument("--subnet", default="10.213.0.0/16", help="private IPv4 range for sandboxes")
     d.add_argument("--storage-size", default="64g", help="size of the sparse btrfs pool file")
     d.add_argument("--socket-group", help="group allowed to use the socket (mode 0660)")
+    d.add_argument("--max-ptys", type=_pty_count, metavar="N",
+                   help="terminals (ptys) one sandbox may open at once, 1-1024 (default 32): "
+                   "the kernel shares pty.max - pty.reserve among all sandboxes")
     d.add_argument("--warm", type=int, default=2, choices=range(0, 65), metavar="N",
                    help="sandboxes kept half-built ahead of demand (default 2; 0 to disable)")
     d.add_argument("--listen", metavar="HOST:PORT", help="also listen on TCP (needs --token-file)")
