@@ -52,8 +52,11 @@ class CgroupVersions:
 
 def cgroup_version(client) -> int | None:
     """The cgroup version of the host of `client`'s daemon (cached on the app)."""
-    # setdefault: made on first use by whichever request comes first, once per app.
-    return current_app.extensions.setdefault(HOSTS, CgroupVersions()).of(client)
+    # Made on first use by whichever request comes first, once per app (setdefault settles
+    # a race between two first requests; later calls build nothing).
+    versions = current_app.extensions.get(HOSTS) or \
+        current_app.extensions.setdefault(HOSTS, CgroupVersions())
+    return versions.of(client)
 
 
 def load(lab_id: str) -> Lab | None:
