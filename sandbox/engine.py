@@ -39,13 +39,15 @@ from .payloads import CreateRequest, ExecRequest, FileQuery, check_sandbox_id
 from .protocol import InspectFacts, NetNamespaceFacts, ProcessFacts, Reason, SocketFacts
 from .sessions import ExecSession
 from .spawner.client import SpawnerClient
-from .spawner.spec import GO, Bind, BootSpec, ExecSpec, Layer
+from .spawner.spec import GO, Bind, BindSpec, BootSpec, ExecSpec, Layer
 from .storage import Storage
 from .tracing import Tracer
 from .uids import UidBlocks, uid_base
 from .warm import WarmPool, WarmSlot
 
 log = logging.getLogger("nslab.engine")
+
+DEFAULT_IMAGE = CreateRequest.image  # the image warm sandboxes are booted from
 
 
 def _find_init() -> str:
@@ -112,6 +114,8 @@ class Engine:
         self.images = ImageStore(config)
         self.uids = UidBlocks(config)
         self.pool = WarmPool(config, self.cgroups, spawner, self.uids)
+        self.pool.boot = self._boot_warm
+        self.pool.discard = self._discard_warm
         self.records: dict[str, SandboxRecord] = {}
         self.sessions: dict[str, ExecSession] = {}
         self._sessions_by_pid: dict[int, ExecSession] = {}
@@ -209,27 +213,83 @@ class Engine:
         limits = Limits(cpus=req.cpus, cpu_weight=req.cpu_weight, cpuset=req.cpuset,
                         memory=req.memory, swap=req.swap, pids=req.pids, io_weight=req.io_weight)
         limits.validate()
-        slot = self.pool.take()  # from here on, every path ends in the try below
-        sid = slot.id if slot else secrets.token_hex(6)
+        slot = self._take_warm(req, image.name)
+        if slot is not None:
+            try:
+                return await self._claim(slot, req, limits)
+            finally:
+                self.pool.refill_soon()  # the next one, off this request's path
+        sid = secrets.token_hex(6)
         rec = SandboxRecord(id=sid, image=image.name, hostname=req.hostname or f"sb-{sid[:8]}",
                             limits=asdict(limits), disk=req.disk, shm=req.shm, home=req.home,
                             uid_block=-1, group=f"{self.config.cgroup_prefix}/{sid}",
                             created=time.time(), labels=req.labels)
         async with self._lock(sid):
-            rec.uid_block = slot.uid_block if slot else self.uids.claim(sid)
+            rec.uid_block = self.uids.claim(sid)
             self.records[sid] = rec
             self._save(rec)
             try:
                 self.storage.create_volume("sandboxes", sid, req.disk)
                 if req.home:
                     self.storage.ensure_volume("homes", req.home, req.home_quota)
-                await self._boot(rec, slot)
+                await self._boot(rec)
             except BaseException:
                 await self._teardown(rec, purge_home=False)
                 raise
-            finally:
-                if slot:  # make the next one, off this request's path
-                    self.pool.refill()
+        return rec
+
+    # ------------------------------------------------------------------ warm sandboxes
+
+    def _take_warm(self, req: CreateRequest, image: str) -> WarmSlot | None:
+        """A booted warm sandbox for this request, if one fits (warm.py): the default image,
+        hostname and /dev/shm size; everything else is set when it is claimed."""
+        if image != DEFAULT_IMAGE or req.hostname is not None or req.shm != CreateRequest.shm:
+            return None
+        while (slot := self.pool.take()) is not None:
+            if procfs.alive(slot.rec.init_pid, slot.rec.init_start):
+                return slot
+            log.warning("warm sandbox %s died before it was taken; removing it", slot.id)
+            asyncio.get_running_loop().create_task(self._discard_warm(slot))
+        return None
+
+    async def _boot_warm(self, slot: WarmSlot) -> None:
+        """Boot a parked warm slot as a sandbox of the default image, without limits."""
+        defaults = CreateRequest()
+        slot.rec = SandboxRecord(
+            id=slot.id, image=DEFAULT_IMAGE, hostname=f"sb-{slot.id[:8]}",
+            limits=asdict(Limits()), disk=defaults.disk, shm=defaults.shm, home=None,
+            uid_block=slot.uid_block, group=f"{self.config.cgroup_prefix}/{slot.id}",
+            created=time.time())
+        self.storage.create_volume("sandboxes", slot.id, defaults.disk)
+        await self._boot(slot.rec, slot)
+
+    async def _discard_warm(self, slot: WarmSlot) -> None:
+        try:
+            await self._teardown(slot.rec, purge_home=False)
+        except (SandboxError, OSError) as e:  # recover() finds what is left at the next start
+            log.warning("could not remove warm sandbox %s: %s", slot.id, e)
+
+    async def _claim(self, slot: WarmSlot, req: CreateRequest, limits: Limits) -> SandboxRecord:
+        """Make a warm sandbox the requester's: its limits, disk quota, home and record."""
+        rec = slot.rec
+        async with self._lock(rec.id):
+            rec.limits, rec.disk, rec.home = asdict(limits), req.disk, req.home
+            rec.labels, rec.created = req.labels, time.time()
+            self.records[rec.id] = rec
+            try:
+                self.cgroups.set_limits(rec.group, limits)
+                self.storage.set_quota("sandboxes", rec.id, req.disk)
+                if req.home:
+                    home = self.storage.ensure_volume("homes", req.home, req.home_quota)
+                    await self.spawner.bind(BindSpec(init_pid=rec.init_pid,
+                                                     init_start=rec.init_start,
+                                                     source=str(home), target="root"))
+                rec.state = "running"
+                self._save(rec)
+                self._watch_init(rec)
+            except BaseException:
+                await self._teardown(rec, purge_home=False)
+                raise
         return rec
 
     def _check_cpuset(self, cpuset: str) -> None:
@@ -273,14 +333,13 @@ class Engine:
         return vol
 
     async def _boot(self, rec: SandboxRecord, slot: WarmSlot | None = None) -> None:
-        """Start PID 1 and the network for a record whose volume exists."""
+        """Start PID 1 and the network for a record whose volume exists. With a warm `slot`
+        (parked, its cgroup made without limits) the record is the slot's: not saved, its
+        init not watched, until a create claims it."""
         layers = self._layers(rec)
         vol = self._prepare_volume(rec, layers)
-        limits = Limits(**rec.limits)
-        if slot:
-            self.cgroups.set_limits(rec.group, limits)  # its cgroup exists, unlimited
-        else:
-            self.cgroups.create(rec.group, limits, rec.uid_base, rec.uid_base)
+        if slot is None:
+            self.cgroups.create(rec.group, Limits(**rec.limits), rec.uid_base, rec.uid_base)
         home = None
         if rec.home:
             home = Bind(source=str(self.storage.path("homes", rec.home)), target="root")
@@ -296,12 +355,14 @@ class Engine:
         rec.init_start = procfs.start_time(pid)
         self.cgroups.finish_spawn(rec.group, pid)
         used = {r.address for r in self.records.values() if r.address and r is not rec}
+        used |= self.pool.addresses() - {rec.address}
         address = self.network.allocate({ipaddress.IPv4Address(a) for a in used})
         info = await asyncio.to_thread(self.network.attach, rec.id, pid, address)
         rec.address, rec.veth = info.address, info.veth
-        rec.state = "running"
-        self._save(rec)
-        self._watch_init(rec)
+        if slot is None:
+            rec.state = "running"
+            self._save(rec)
+            self._watch_init(rec)
 
     # ------------------------------------------------------------------ init watch
 
@@ -398,9 +459,17 @@ class Engine:
                 os.kill(rec.init_pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        # The learner's cgroup tree may be large: walked off the event loop.
-        await asyncio.to_thread(self.cgroups.kill_all, rec.group)
-        await asyncio.to_thread(self.cgroups.remove, rec.group)
+        # The learner's cgroup tree may be large: walked off the event loop. A process may
+        # join after the kill (an exec helper or an exec's setup child the spawner started
+        # just before): the cgroup is then busy, and killed again.
+        for attempt in range(3):
+            await asyncio.to_thread(self.cgroups.kill_all, rec.group)
+            try:
+                await asyncio.to_thread(self.cgroups.remove, rec.group)
+                break
+            except SandboxError as e:
+                if e.reason != Reason.BUSY or attempt == 2:
+                    raise
         await asyncio.to_thread(self.network.detach, rec.id)
         rec.init_pid = rec.init_start = None
         rec.address = rec.veth = None
@@ -625,7 +694,9 @@ class Engine:
         procs: list[ProcessFacts] = []
         for pid in pids:
             facts = procfs.process_facts(pid, rec.group, rec.uid_base)
-            if facts:
+            # Only the sandbox's own: the spawner's exec helper (and an exec's setup child)
+            # sit in its cgroup but outside its pid namespace, unseen inside.
+            if facts and facts["pid"] is not None:
                 procs.append(facts)
         netns_seen: dict[int, int] = {}  # inode -> a host pid in it
         for p in procs:

@@ -313,3 +313,26 @@ class SeccompProgram:
         kept across execve. Needs no_new_privs or CAP_SYS_ADMIN in the caller's user
         namespace."""
         prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(self._fprog))
+
+
+# setfsuid(2) and setfsgid(2) return the previous id and never set errno, so the shared
+# errcheck cannot tell a refusal; `set_fs_ids` asks again instead (an invalid id, -1,
+# changes nothing and returns the current one).
+_setfsuid = _libc.setfsuid
+_setfsuid.restype = ctypes.c_int
+_setfsuid.argtypes = [ctypes.c_uint]
+_setfsgid = _libc.setfsgid
+_setfsgid.restype = ctypes.c_int
+_setfsgid.argtypes = [ctypes.c_uint]
+_NO_ID = 0xFFFFFFFF
+
+
+def set_fs_ids(uid: int, gid: int) -> None:
+    """Create files, directories and filesystem roots (tmpfs, mqueue, devpts' ptmx) as
+    `uid`:`gid` from now on; dropping host uid 0 this way also drops the file
+    capabilities (CAP_DAC_OVERRIDE, CAP_CHOWN...), setting it back restores them."""
+    _setfsgid(gid)
+    _setfsuid(uid)
+    if _setfsuid(_NO_ID) != uid or _setfsgid(_NO_ID) != gid:
+        raise OSError(errno.EPERM, f"setfsuid({uid})/setfsgid({gid}) failed: "
+                                   f"{os.strerror(errno.EPERM)}")

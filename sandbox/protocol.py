@@ -87,6 +87,7 @@ class Reason(StrEnum):
                                                  # (also on a 500 whose cause is EBUSY)
     SANDBOX_UNRESPONSIVE = "sandbox_unresponsive"  # its processes or files kept a process
                                                    # from starting in it within the deadline
+    AT_PROCESS_LIMIT = "at_process_limit"        # the sandbox's processes fill its pids limit
     CONFLICT = "conflict"
     # 413, 503, 500
     TOO_LARGE = "too_large"

@@ -90,6 +90,20 @@ class Daemon:
                               capture_output=True, timeout=120, cwd=ROOT)
 
 
+def sh(client, sid: str, script: str, *, timeout: float = 20, user=0) -> dict:
+    """Run `sh -c script` as `user` in the sandbox; the result of client.run."""
+    r = client.run(sid, ["sh", "-c", script], timeout=timeout, user=user)
+    assert not r["timed_out"], f"`{script}` did not finish in {timeout} s inside the sandbox"
+    return r
+
+
+def ok(client, sid: str, script: str) -> str:
+    """Run a script that must succeed; its stdout."""
+    r = sh(client, sid, script)
+    assert r["exit_code"] == 0, f"`{script}` failed inside the sandbox: {r['stderr']}"
+    return r["stdout"]
+
+
 def require_root() -> None:
     if os.geteuid() != 0:
         pytest.fail("this privileged test needs root (run the suite as root; CI does)")

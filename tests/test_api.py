@@ -75,16 +75,18 @@ def _host_state(sandboxd, client) -> dict:
 def snapshot(sandboxd, client, timeout: float = 5.0) -> dict:
     """What a request could have changed on the host, once the warm pool is full.
 
-    The daemon keeps WARM half-built sandboxes (a cgroup and a uid block each, no record)
-    and refills the pool in the background after a create; wait for that to finish so
-    that a refill does not pass for a change made by the request under test.
+    The daemon keeps WARM sandboxes booted ahead of demand (a cgroup, uid block, volume
+    and veth each, no record) and refills the pool in the background after a create; wait
+    for that to finish so that a refill does not pass for a change made by the request
+    under test.
     """
     deadline = time.monotonic() + timeout
     while True:
+        info = client.info()
         state = _host_state(sandboxd, client)
-        spare = set(state["cgroups"]) - set(state["sandboxes"])
-        if len(spare) == WARM or time.monotonic() > deadline:
-            return state
+        if (len(info["warm_slots"]) == WARM and not info["warm_pending"]) \
+                or time.monotonic() > deadline:
+            return {**state, "warm": sorted(info["warm_slots"])}
         time.sleep(0.02)
 
 
@@ -460,8 +462,15 @@ def test_cli_lifecycle_with_json(sandboxd, client):
             client.destroy(sid, purge=True)
         raise
     after = snapshot(sandboxd, client)
+
+    def own(state: dict, key: str) -> set[str]:
+        """Volumes and veths (named after the id) less the warm sandboxes'."""
+        return {x for x in state[key] if not any(x.endswith(w[:9]) or x == w
+                                                for w in state["warm"])}
+
     for key in ("sandboxes", "records", "volumes", "veths"):
-        assert after[key] == before[key], f"rm left {key} behind: {before[key]} -> {after[key]}"
+        assert own(after, key) == own(before, key), \
+            f"rm left {key} behind: {before[key]} -> {after[key]}"
     # The create took a warm slot that the pool replaced; the sandbox's own are gone.
     assert sid not in after["cgroups"] and sid not in after["uid_claims"] + after["records"], \
         f"rm left the cgroup or uid claim of {sid}: {after}"

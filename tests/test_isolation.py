@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ok, sh
+
 from sandbox.cgroups import detect
 
 pytestmark = pytest.mark.privileged
@@ -64,20 +66,6 @@ MASKED = ("/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug",
 
 
 # --------------------------------------------------------------------------- helpers
-
-def sh(client, sid: str, script: str, *, timeout: float = 10, user=0) -> dict:
-    """Run `sh -c script` as `user` in the sandbox; the result of client.run."""
-    r = client.run(sid, ["sh", "-c", script], timeout=timeout, user=user)
-    assert not r["timed_out"], f"`{script}` did not finish in {timeout} s inside the sandbox"
-    return r
-
-
-def ok(client, sid: str, script: str) -> str:
-    """Run a script that must succeed; its stdout."""
-    r = sh(client, sid, script)
-    assert r["exit_code"] == 0, f"`{script}` failed inside the sandbox: {r['stderr']}"
-    return r["stdout"]
-
 
 def sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -320,27 +308,107 @@ def test_sys_firmware_is_empty(client, box):
     assert ok(client, box["id"], "ls -A /sys/firmware") == "", "/sys/firmware shows host firmware"
 
 
-@pytest.mark.parametrize("path", [
-    pytest.param("/sys/firmware", marks=pytest.mark.xfail(strict=True, reason=(
-        "known limitation (README, 'Left out'): the masks are mounted by PID 1 inside the "
-        "sandbox's own user namespace, so they are not MNT_LOCKED and root inside (which "
-        "keeps CAP_SYS_ADMIN there, for the namespace lessons) can umount them; under "
-        "/sys/firmware it then reads what any unprivileged host user can (the memory map), "
-        "not the root-only ACPI and DMI tables"))),
-    "/proc/keys",
-    "/proc/timer_list",
-])
+@pytest.mark.parametrize("path", ["/sys/firmware", "/proc/keys", "/proc/timer_list",
+                                  "/proc/acpi"])
 def test_unmounting_a_mask_reveals_nothing(sandbox, client, path):
-    """Root inside may be able to umount a mask; what lies under it must still be nothing.
-
-    (For /proc files the kernel's own permissions hold even unmasked: keys of other
-    users are not listed and timer_list is for host root only.)
-    """
+    """Root inside keeps CAP_SYS_ADMIN in its namespaces (for the namespace lessons); the
+    masks were mounted by host root and copied into the sandbox's mount namespace, so they
+    are locked: umount fails and the mask stays."""
     if not os.path.exists(path):
         pytest.fail(f"{path} does not exist on this host; pick a masked path that does")
-    sh(client, sandbox["id"], f"umount {path}")  # may fail (locked mask): all the better
+    for how in ("umount", "umount -l"):
+        r = sh(client, sandbox["id"], f"{how} {path}")
+        assert r["exit_code"] != 0, f"`{how} {path}` succeeded inside the sandbox"
     r = sh(client, sandbox["id"], f"if [ -d {path} ]; then ls -A {path}; else cat {path}; fi")
     assert r["stdout"] == "", f"after umount {path} shows host content: {r['stdout'][:200]!r}"
+    mounts = ok(client, sandbox["id"], "cut -d' ' -f5 /proc/self/mountinfo").split()
+    assert path in mounts, f"the mask on {path} is gone"
+
+
+def test_every_mask_and_read_only_path_is_locked(sandbox, client):
+    """Each of Docker's masked and read-only paths that exists here stays as it is, whatever
+    root inside does to the mount (/proc/kcore is among them where the host has one)."""
+    sid = sandbox["id"]
+    before = ok(client, sid, "cat /proc/self/mountinfo")
+    readonly = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+    present = [p for p in (*MASKED, *readonly) if os.path.exists(p)]
+    assert {"/sys/firmware", "/proc/keys", "/proc/sys"} <= set(present), present
+    for path in present:
+        for how in ("umount", "umount -l"):
+            r = sh(client, sid, f"{how} {path}")
+            assert r["exit_code"] != 0, f"`{how} {path}` succeeded inside the sandbox"
+    for script in ("mount -o remount,rw /proc/sys", "mount -o remount,bind,rw /proc/sys",
+                   "mount -o remount,rw /sys", "mount -o remount,bind,rw /sys",
+                   "mount -o remount,exec /proc", "mount -o remount,rw /sys/firmware"):
+        r = sh(client, sid, script)
+        assert r["exit_code"] != 0, f"`{script}` succeeded inside the sandbox"
+    r = sh(client, sid, "echo 1 > /proc/sys/kernel/printk")
+    assert r["exit_code"] != 0, "root inside wrote /proc/sys after its remount attempts"
+    assert ok(client, sid, "cat /proc/self/mountinfo") == before, "a mount changed inside"
+
+
+def test_full_proc_and_sys_are_out_of_reach(sandbox, client):
+    """The unmasked proc and sysfs that let the kernel allow nested proc and sysfs mounts
+    lie under a locked, empty, read-only tmpfs: no path inside leads to them, and root
+    inside can neither uncover, move nor bind them out (a recursive bind keeps the cover)."""
+    sid = sandbox["id"]
+    mounts = ok(client, sid, "cut -d' ' -f5 /proc/self/mountinfo").split()
+    assert {"/dev/.nslab", "/dev/.nslab/proc", "/dev/.nslab/sys"} <= set(mounts), mounts
+    assert ok(client, sid, "ls -A /dev/.nslab") == "", "the cover over the full mounts shows content"
+    for script in ("ls /dev/.nslab/proc", "cat /dev/.nslab/proc/keys",
+                   "umount /dev/.nslab", "umount -l /dev/.nslab",
+                   "umount /dev/.nslab/proc", "umount -l /dev/.nslab/sys",
+                   "mount -o remount,rw /dev/.nslab", "mount --move /dev/.nslab /mnt",
+                   "mkdir -p /mnt/x && mount --bind /dev/.nslab/proc /mnt/x",
+                   "mkdir -p /mnt/y && mount --rbind /dev /mnt/y && "
+                   "{ ls /mnt/y/.nslab/proc || umount /mnt/y/.nslab || umount -l /mnt/y/.nslab; }",
+                   "mkdir /dev/.nslab/z"):
+        r = sh(client, sid, script)
+        assert r["exit_code"] != 0, f"`{script}` succeeded inside the sandbox: {r['stdout'][:200]}"
+    after = ok(client, sid, "cut -d' ' -f5 /proc/self/mountinfo").split()
+    assert {"/dev/.nslab", "/dev/.nslab/proc", "/dev/.nslab/sys"} <= set(after), after
+    assert ok(client, sid, "find /dev -name keys") == "", "a path inside reaches the full proc"
+
+
+def test_nested_proc_and_sysfs_mounts_work(sandbox, client):
+    """The namespace lessons' own mounts: a proc for a new pid namespace, a read-only sysfs
+    for a new network namespace, and `ip netns exec` (which mounts one over /sys)."""
+    sid = sandbox["id"]
+    pids = ok(client, sid, "unshare --pid --fork --mount-proc ps -e -o pid=").split()
+    assert pids == ["1"], f"a new pid namespace's /proc shows {pids}"
+    nets = ok(client, sid, "unshare --net --mount sh -c "
+                           "'mount -t sysfs -o ro sysfs /sys && ls /sys/class/net'").split()
+    assert nets == ["lo"], f"a new network namespace's sysfs shows {nets}"
+    try:
+        ok(client, sid, "ip netns add nslabx")
+        links = ok(client, sid, "ip netns exec nslabx ip -o link")
+        assert [line.split(":")[1].strip() for line in links.splitlines()] == ["lo"], links
+        nets = ok(client, sid, "ip netns exec nslabx ls /sys/class/net").split()
+        assert nets == ["lo"], f"`ip netns exec` shows {nets} in /sys/class/net"
+    finally:
+        sh(client, sid, "ip netns delete nslabx")
+
+
+def test_fresh_proc_and_sysfs_keep_root_only_files_closed(sandbox, client):
+    """A fresh proc or sysfs inside shows what an unprivileged host user sees: the files
+    the masks hide that are host root's stay unreadable."""
+    script = ("mkdir -p /tmp/p /tmp/s && mount -t proc proc /tmp/p && "
+              "mount -t sysfs -o ro sysfs /tmp/s && cat {path}")
+    for path in ("/tmp/p/timer_list", "/tmp/s/firmware/acpi/tables/DSDT"):
+        host = path.replace("/tmp/p", "/proc").replace("/tmp/s", "/sys")
+        if not os.path.exists(host):
+            pytest.fail(f"{host} does not exist on this host; pick a root-only file that does")
+        r = sh(client, sandbox["id"], script.format(path=path))
+        assert r["exit_code"] != 0 and r["stdout"] == "", f"{path} was readable inside"
+
+
+def test_dev_is_roots_inside_and_ptys_belong_to_tty(client, box):
+    owners = ok(client, box["id"], "stat -c '%u:%g %n' /dev /dev/pts /dev/pts/ptmx /dev/shm "
+                                   "/dev/mqueue /dev/fd /dev/ptmx").splitlines()
+    assert all(line.startswith("0:0 ") for line in owners), owners
+    pty = ok(client, box["id"], "python3 -c 'import os, pty; m, s = pty.openpty(); "
+                                "st = os.fstat(s); print(st.st_uid, st.st_gid, oct(st.st_mode))'")
+    assert pty.split() == ["0", "5", "0o20620"], f"a new pty is {pty!r}, not root:tty 0620"
 
 
 # --------------------------------------------------------------------------- host processes

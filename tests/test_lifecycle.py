@@ -69,9 +69,16 @@ def _mounts_under(path: Path) -> list[str]:
 def test_200_create_destroy_cycles_leave_nothing_behind(sandboxd, client):
     tag = HostConfig(name=sandboxd.name).tag
     volumes = sandboxd.state_dir / "storage" / "sandboxes"
-    warm = _settled(client)
-    before = (_cgroup_children(sandboxd.name) - warm, _links(f"nl{tag}"),
-              set(os.listdir(volumes)), len(list((sandboxd.state_dir / "sandboxes").iterdir())))
+    def state(warm: set[str]) -> tuple:
+        """What the daemon holds, less its warm sandboxes (each a whole sandbox: cgroup,
+        veth named after its id, volume)."""
+        prefix = f"nl{tag}"
+        links = {link for link in _links(prefix)
+                 if not any(w.startswith(link[len(prefix):]) for w in warm)}
+        return (_cgroup_children(sandboxd.name) - warm, links, set(os.listdir(volumes)) - warm,
+                len(list((sandboxd.state_dir / "sandboxes").iterdir())))
+
+    before = state(_settled(client))
     bases = set()
     for i in range(200):
         sb = client.create(cpus=0.5, memory="64m", pids=32, disk="32m")
@@ -79,9 +86,7 @@ def test_200_create_destroy_cycles_leave_nothing_behind(sandboxd, client):
         if i % 50 == 0:  # now and then, really use it before tearing it down
             assert client.run(sb["id"], ["true"])["exit_code"] == 0
         client.destroy(sb["id"])
-    warm = _settled(client)
-    after = (_cgroup_children(sandboxd.name) - warm, _links(f"nl{tag}"),
-             set(os.listdir(volumes)), len(list((sandboxd.state_dir / "sandboxes").iterdir())))
+    after = state(_settled(client))
     assert after == before, f"leftovers after 200 cycles: before {before}, after {after}"
     # A block freed by our destroy may already serve another daemon's sandbox (blocks are
     # machine-wide); only blocks nobody claims now must be empty of processes.
@@ -224,7 +229,9 @@ def test_kill_9_daemon_recovers_live_sandboxes_and_cleans_dead_ones(second_daemo
     tag = HostConfig(name=d.name).tag
     warm = _settled(c)
     assert _cgroup_children(d.name) - warm == {b["id"] for b in boxes[1:]}
-    assert _links(f"nl{tag}") - {f"nlbr{tag}"} == {f"nl{tag}{b['id'][:9]}" for b in boxes[1:]}
+    # (warm sandboxes, booted again after the restart, hold a veth each as well)
+    assert _links(f"nl{tag}") - {f"nlbr{tag}"} - {f"nl{tag}{w[:9]}" for w in warm} \
+        == {f"nl{tag}{b['id'][:9]}" for b in boxes[1:]}
     # Nothing of the dead sandbox is lost: started again, its home is there.
     c.start(victim["id"])
     assert c.run(victim["id"], ["cat", "/root/f"])["stdout"] == "mine\n"

@@ -314,8 +314,8 @@ def net_veth(sb, params):
     problem = _link_problem(ifc, addr, a, "the sandbox's end")
     if problem:
         if ifc["up"] and ifc["kind"] == "veth":
-            problem += (" Commands for red run with `nsenter --net=/run/netns/red ...`: "
-                        "`ip netns exec` cannot mount the /sys it wants in this sandbox.")
+            problem += (" Set red's end up in red too: `ip netns exec red ip link set v1 up`"
+                        " (or `nsenter --net=/run/netns/red ip link set v1 up`).")
         raise Fail(problem)
     others = [ns for ns in spaces if ns != home]
     vault_net = _vault_ns(sb, params, "net")

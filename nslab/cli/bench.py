@@ -21,7 +21,11 @@ from .common import EXIT_ERROR, CommandError, add_socket
 
 
 def cmd_bench_sandbox(args) -> int:
-    result = bench_sandbox(Client(args.socket), count=args.count, background=args.background)
+    try:
+        result = bench_sandbox(Client(args.socket), count=args.count,
+                               background=args.background, interval=args.interval)
+    except ValueError as e:  # a bad --count or --interval: nothing was created
+        raise CommandError(str(e)) from None
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -115,6 +119,9 @@ def add_bench_commands(sub) -> None:
     bsb.add_argument("--count", type=int, default=50)
     bsb.add_argument("--background", type=int, default=0,
                      help="idle sandboxes to create first (load test)")
+    bsb.add_argument("--interval", type=float, default=0.1, metavar="SECONDS",
+                     help="pause before each create, as learners arrive (default 0.1; "
+                          "0: back to back, which outruns the warm pool)")
     bsb.add_argument("--json", action="store_true")
     bsb.set_defaults(func=cmd_bench_sandbox)
     bst = bs.add_parser("terminal", help="keystroke-to-echo latency through a running web "

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 from ..errors import Conflict, SandboxError, explain_oserror
 from ..protocol import Reason
 from .server import serve
-from .spec import (BootSpec, ExecSpec, ExitEvent, ParkedEvent, ParkSpec, Reply, Request, Unpark,
-                   decode_message, encode_request, recv, send)
+from .spec import (BindSpec, BootSpec, ExecSpec, ExitEvent, ParkedEvent, ParkSpec, Reply,
+                   Request, Unpark, decode_message, encode_request, recv, send)
 
 if TYPE_CHECKING:  # annotations only: importing asyncio would make the spawner bigger
     import asyncio
@@ -144,6 +144,11 @@ class SpawnerClient:
             raise _spawn_error("building the sandbox", reply)
         return reply.pid
 
+    async def bind(self, spec: BindSpec) -> None:
+        reply, _ = await self._request(spec)
+        if reply.error is not None:
+            raise _spawn_error("binding into the sandbox", reply)
+
     async def exec(self, spec: ExecSpec) -> ExecHandle:
         reply, fds = await self._request(spec)
         if reply.error is not None:
@@ -180,6 +185,8 @@ def _kill_quietly(pid: int) -> None:
 def _spawn_error(what: str, reply: Reply) -> SandboxError:
     if reply.errno == errno.ETIMEDOUT:  # the spawner gave up on a child the sandbox held up
         return Conflict(f"{what} failed: {reply.error}", reason=Reason.SANDBOX_UNRESPONSIVE)
+    if reply.errno == errno.EAGAIN:  # the sandbox's own doing; it can free some and retry
+        return Conflict(f"{what} failed: {reply.error}", reason=Reason.AT_PROCESS_LIMIT)
     if reply.errno in (errno.EPERM, errno.EACCES, errno.ENODEV, errno.ENOSYS):
         return explain_oserror(reply.error, OSError(reply.errno, reply.error))
     return SandboxError(f"{what} failed: {reply.error}")

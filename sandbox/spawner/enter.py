@@ -13,6 +13,19 @@ The daemon attaches the host's tracer to F, then writes one byte; F execs only o
 byte (EOF, the daemon gone or giving up, makes F exit), so the command never runs
 untraced. E cannot wait for the exec then, so F reports a failed exec on its stderr.
 
+The exec helper (`serve_helper`) is E made ahead: a process in the sandbox's cgroup that
+waits on a socket for an exec. It is only ever forked by a process already in that cgroup
+(the sandbox's builder C, `fork_helper`; a first exec's E; a helper), so it never migrates:
+on cgroup v1 every migration waits for an RCU grace period (5-15 ms here), the largest part
+of an exec, and a process joining late could keep a destroyed sandbox's cgroup busy. For
+each exec it forks its successor, then serves the exec as E without joining anything. The
+successor becomes the spawner's child (the spawner is a subreaper) when this E exits, which
+the spawner waits for before it hands the successor an exec. It also binds a warm
+sandbox's home volume when a create claims it (`serve_bind`, no fork). It runs nothing the
+sandbox controls, holds no namespace and is invisible inside (not in the sandbox's pid
+namespace); a sandbox's root can only starve it of its own pids or memory, and then that
+sandbox's execs fail or fall back to a forked E.
+
 Everything here may meet what the sandbox's root arranged: its /etc/passwd may be a fifo
 or huge, and its processes may SIGSTOP F before it execs. So the account files are read
 with bounds (`read_account_file`), and E tells the spawner F's pid as soon as F exists
@@ -34,9 +47,9 @@ from .. import libc
 from ..procfs import start_time
 from . import seccomp
 from .rootfs import (DEFAULT_PATH, Step, become_ns_root, close_fds_except, join_cgroup,
-                     read_all)
-from .spec import (GO, MAX_ACCOUNT_FILE, MAX_OPEN_FILES, ExecSpec, Report, encode_report, send,
-                   write_report)
+                     read_all, report_failure)
+from .spec import (GO, MAX_ACCOUNT_FILE, MAX_OPEN_FILES, BindSpec, ExecSpec, Report,
+                   decode_request, encode_report, recv, send, write_report)
 
 NAMESPACES_JOIN_ORDER = ("user", "ipc", "uts", "net", "cgroup", "pid", "mnt")
 
@@ -45,14 +58,135 @@ def set_winsize(fd: int, rows: int, cols: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-def start(w: int, spec: ExecSpec, report_fd: int, stdio: list[int]) -> None:
+def bind_into(w: int, spec: BindSpec) -> None:
+    """A forked child: `bind_here`, then report."""
+    close_fds_except({w})
+    libc.prctl(libc.PR_SET_DUMPABLE, 0)
+    bind_here(spec)
+    write_report(w, Report())
+
+
+def bind_here(spec: BindSpec, back: int | None = None) -> None:
+    """Bind `spec.source` id-shifted at `spec.target` in the sandbox's mount namespace. The
+    tree is taken on the host side first (the host path is not visible inside), then
+    attached from inside; `back`: a mount namespace to return to afterwards (the helper's
+    own, the host's). Only for a sandbox nothing has run in yet (a warm one being
+    claimed): the target is resolved in its tree, which is still the image's."""
+    with Step("opening the sandbox's namespaces"):
+        userns = os.open(f"/proc/{spec.init_pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        mntns = os.open(f"/proc/{spec.init_pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if start_time(spec.init_pid) != spec.init_start:
+            raise OSError(errno.ESRCH, "the sandbox's init is gone")
+        with Step(f"binding {spec.source} at /{spec.target} in the sandbox"):
+            tree = libc.open_tree(spec.source)
+            try:
+                libc.mount_setattr(tree, libc.MOUNT_ATTR_IDMAP, userns)
+                libc.setns(mntns, libc.CLONE_NEWNS)  # also moves our root to the sandbox's
+                try:
+                    libc.move_mount(tree, f"/{spec.target}")
+                finally:
+                    if back is not None:
+                        libc.setns(back, libc.CLONE_NEWNS)
+            finally:
+                os.close(tree)
+    finally:
+        os.close(userns)
+        os.close(mntns)
+
+
+def fork_helper(ctl: int) -> int:
+    """Fork the sandbox's exec helper on `ctl` (our end closed here); its pid. The caller
+    must be in the sandbox's cgroup."""
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            serve_helper(ctl)
+        except BaseException:  # noqa: BLE001 - a forked child must never unwind
+            code = 1
+        os._exit(code)
+    os.close(ctl)
+    return pid
+
+
+def serve_helper(ctl: int) -> None:
+    """The exec helper: per exec on `ctl` fork the next helper and serve the exec as E; per
+    bind, bind. EOF on `ctl`: the spawner is gone or dropped us; exit."""
+    close_fds_except({ctl})
+    libc.prctl(libc.PR_SET_DUMPABLE, 0)
+    home_ns = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    sock = socket.socket(fileno=ctl)
+    while True:
+        msg, fds = recv(sock)
+        if msg is None:
+            os._exit(0)
+        if msg.get("op") == BindSpec.op and len(fds) == 1:
+            serve_bind(fds[0], msg, home_ns)
+            continue
+        if len(fds) < 2:  # not what the spawner sends: keep waiting for a real one
+            for fd in fds:
+                os.close(fd)
+            continue
+        w, report_fd, *stdio = fds
+        try:
+            successor = os.fork()
+        except OSError:
+            successor = None  # out of pids in its cgroup: serve this exec, be the last
+        if successor == 0:
+            for fd in fds:
+                os.close(fd)
+            continue
+        code = 0
+        try:
+            write_report(w, Report(helper=successor))
+            spec_e = decode_request(msg)
+            if not isinstance(spec_e, ExecSpec):
+                raise OSError(errno.EINVAL, f"an exec helper got a {spec_e.op!r} request")
+            start(w, spec_e, report_fd, stdio, helper_ctl=None, joined=True)
+        except BaseException as e:  # noqa: BLE001 - a forked child must never unwind
+            report_failure(w, getattr(e, "step", "starting the process"), e)
+            code = 1
+        os._exit(code)
+
+
+def serve_bind(w: int, msg: dict, home_ns: int) -> None:
+    """The helper binds itself (no fork: it returns to `home_ns`) and reports on `w`; if it
+    could not return, it must not serve execs from inside a sandbox: it exits."""
+    try:
+        spec = decode_request(msg)
+        if not isinstance(spec, BindSpec):
+            raise OSError(errno.EINVAL, f"a bind request carried a {spec.op!r}")
+        bind_here(spec, back=home_ns)
+        write_report(w, Report())
+    except BaseException as e:  # noqa: BLE001 - reported; the helper serves on
+        report_failure(w, getattr(e, "step", "binding into the sandbox"), e)
+    finally:
+        os.close(w)
+    if os.readlink("/proc/self/ns/mnt") != os.readlink(f"/proc/self/fd/{home_ns}"):
+        os._exit(1)
+
+
+def start(w: int, spec: ExecSpec, report_fd: int, stdio: list[int], helper_ctl: int | None,
+          joined: bool = False) -> None:
     """E: enter the sandbox, fork F and report F's pid (and the PTY master on
-    `report_fd`); F's stdio is the PTY, or the pipe ends `stdio`."""
-    close_fds_except({w, report_fd, *stdio})
+    `report_fd`); F's stdio is the PTY, or the pipe ends `stdio`. `joined`: E is in the
+    sandbox's cgroup already (an exec helper); else it joins, and forks the sandbox's helper
+    on `helper_ctl` if it is given one."""
+    keep = {w, report_fd, *stdio} | ({helper_ctl} if helper_ctl is not None else set())
+    close_fds_except(keep)
     libc.prctl(libc.PR_SET_DUMPABLE, 0)
     init = spec.init_pid
-    with Step("joining the sandbox cgroup"):
-        join_cgroup(spec.cgroup_files)
+    if not joined:
+        with Step("joining the sandbox cgroup"):
+            join_cgroup(spec.cgroup_files)
+        if helper_ctl is not None:
+            try:
+                helper = fork_helper(helper_ctl)
+            except OSError:  # out of pids: this exec fails below the same way
+                os.close(helper_ctl)
+            else:
+                write_report(w, Report(helper=helper))
     with Step("opening the sandbox's namespaces"):
         nsfds = {ns: os.open(f"/proc/{init}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
                  for ns in NAMESPACES_JOIN_ORDER}
@@ -72,7 +206,11 @@ def start(w: int, spec: ExecSpec, report_fd: int, stdio: list[int]) -> None:
             set_winsize(master, spec.rows, spec.cols)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC) if spec.hold else (None, None)
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except BlockingIOError:  # EAGAIN: its pids cgroup is full
+        raise OSError(errno.EAGAIN, "the sandbox's processes fill its process limit (pids); "
+                                    "end some of them and retry") from None
     if pid == 0:
         try:
             os.close(w)  # the spawner's EOF must not wait for F

@@ -19,6 +19,7 @@ reports it to the daemon as an event.
 from __future__ import annotations
 
 import errno
+import json
 import gc
 import os
 import select
@@ -27,14 +28,17 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import NoReturn
 
 from .. import libc
+from ..procfs import start_time
 from . import enter, rootfs, seccomp
 from .rootfs import report_failure
-from .spec import (EXEC_DEADLINE, SPAWN_DEADLINE, BootSpec, ExecSpec, ExitEvent, ParkedEvent,
-                   ParkSpec, Reply, Report, Request, Unpark, decode_report, decode_request, dumps,
-                   encode_message, read_reports, recv, send)
+from .spec import (EXEC_DEADLINE, SPAWN_DEADLINE, BindSpec, BootSpec, ExecSpec, ExitEvent,
+                   ParkedEvent, ParkSpec, Reply, Report, Request, Unpark,
+                   decode_report, decode_request, dumps, encode_message, encode_request,
+                   read_reports, recv, send)
 
 MAX_REPORTS = 64 << 10  # a child's reports are a few lines; more is a broken child
 
@@ -52,6 +56,7 @@ class Pending:
     finish: Callable[[list[Report]], tuple[Reply, list[int]]]
     cleanup: Callable[[], None] = lambda: None  # the request failed: close what finish would
     limit: float = 0.0  # seconds it was given
+    lives_on: bool = False  # the child stays when done (an exec helper that did a bind)
     data: bytearray = field(default_factory=bytearray)
     reaped: set[int] = field(default_factory=set)  # its processes that exited and were reaped
 
@@ -77,6 +82,18 @@ class ParkedSlot:
     pid: int
     control: int  # write end: the BootSpec, or EOF to make the child exit
     report: int   # read end: the child's reports
+    helper_ctl: socket.socket  # our end of the exec helper's socket the child will fork
+
+
+@dataclass
+class Helper:
+    """A sandbox's exec helper (`enter.serve_helper`): `pid` waits for an exec on `ctl`.
+    `pid` is None while an exec it was given is under way (its successor's pid comes in
+    that exec's reports, and is handed execs only once that exec's E has exited, so that
+    it is our child)."""
+
+    ctl: socket.socket
+    pid: int | None
 
 
 class Server:
@@ -92,6 +109,7 @@ class Server:
         self.parked: dict[str, ParkedSlot] = {}
         self.parking: dict[int, str] = {}  # report fd -> slot, until the child says it is parked
         self.pending: dict[int, Pending] = {}  # report fd -> a child working on a request
+        self.helpers: dict[tuple[int, int | None], Helper] = {}  # (init pid, start) -> helper
 
     def serve(self) -> NoReturn:
         """Main loop of the spawner process; never returns."""
@@ -179,10 +197,10 @@ class Server:
 
     def _start(self, req: int | None, pid: int, r: int, deadline: float,
                finish: Callable[[list[Report]], tuple[Reply, list[int]]],
-               cleanup: Callable[[], None] = lambda: None) -> None:
+               cleanup: Callable[[], None] = lambda: None, lives_on: bool = False) -> None:
         os.set_blocking(r, False)
         self.pending[r] = Pending(req, pid, r, time.monotonic() + deadline, finish, cleanup,
-                                  limit=deadline)
+                                  limit=deadline, lives_on=lives_on)
 
     def _on_report(self, fd: int) -> None:
         p = self.pending[fd]
@@ -199,7 +217,7 @@ class Server:
             self._give_up(p, "the setup child wrote more than its reports")
             return
         # EOF: the child exited (or exec'd, with all it started); reap it unless the loop did.
-        if p.pid not in p.reaped:
+        if p.pid not in p.reaped and not p.lives_on:
             os.waitpid(p.pid, 0)
         try:
             reply, out_fds = p.finish(p.reports())
@@ -243,6 +261,8 @@ class Server:
                 return
             if pid == 0:
                 return
+            if self._helper_exited(pid):
+                continue  # nobody asked for it: no event
             owner = next((p for p in self.pending.values() if pid in p.started()), None)
             if owner is not None:
                 owner.reaped.add(pid)
@@ -258,7 +278,84 @@ class Server:
             return self._park(spec), []
         if isinstance(spec, Unpark):
             return self._unpark(spec.slot), []
+        if isinstance(spec, BindSpec):
+            self._bind(spec, req)
+            return None
         return self._exec(spec, req)
+
+    # -- exec helpers
+
+    def _new_helper_ctl(self) -> tuple[socket.socket, int]:
+        """A socket pair for an exec helper to be forked by a child (which gets the fd)."""
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        parent.setblocking(False)
+        return parent, child.detach()
+
+    def _helper_exited(self, pid: int) -> bool:
+        for key, helper in self.helpers.items():
+            if helper.pid == pid:
+                helper.ctl.close()
+                del self.helpers[key]
+                return True
+        return False
+
+    def _bind(self, spec: BindSpec, req: int | None) -> None:
+        """A bind into the sandbox: done by its exec helper without a fork when it has one
+        (enter.serve_helper), by a forked child otherwise."""
+        r, w = os.pipe2(os.O_CLOEXEC)
+        try:
+            handed = self._hand_to_helper(spec, [w])
+        finally:
+            os.close(w)
+        if handed is None:
+            os.close(r)
+            pid, r = start_child(enter.bind_into, spec)
+            self._start(req, pid, r, EXEC_DEADLINE, _bind_result)
+            return
+        pid, helper = handed
+
+        def finish(reports: list[Report]) -> tuple[Reply, list[int]]:
+            self._helper_done(helper, [Report(helper=pid)])  # the same helper serves on
+            return _bind_result(reports)
+
+        self._start(req, pid, r, EXEC_DEADLINE, finish,
+                    cleanup=lambda: self._helper_done(helper, []), lives_on=True)
+
+    def _hand_to_helper(self, spec: ExecSpec | BindSpec,
+                        fds: list[int]) -> tuple[int, Helper] | None:
+        """Give the exec to the sandbox's idle helper: (its pid, the helper), or None when
+        there is none or it cannot take it (then the caller forks E itself)."""
+        helper = self.helpers.get((spec.init_pid, spec.init_start))
+        if helper is None or helper.pid is None:
+            return None
+        try:
+            # Never wait on a helper: one that is stuck (its sandbox's cgroup frozen) must
+            # not stall the spawner; a full or closed socket means "do it yourself".
+            socket.send_fds(helper.ctl, [json.dumps(encode_request(spec)).encode()], fds)
+        except OSError:
+            return None
+        pid, helper.pid = helper.pid, None
+        return pid, helper
+
+    def _helper_done(self, helper: Helper, reports: list[Report]) -> None:
+        """The helper's exec is over (its E exited and was reaped): its successor, if it
+        made one, is ours now and takes the next exec."""
+        successor = next((r.helper for r in reports if r.helper), None)
+        key = next((k for k, h in self.helpers.items() if h is helper), None)
+        if key is None:
+            return  # dropped meanwhile
+        if successor is not None:
+            try:
+                # Alive and ours (E has exited, so it was reparented to us)? A successor that
+                # died meanwhile was reaped by the loop, or is reaped here.
+                alive = os.waitpid(successor, os.WNOHANG) == (0, 0)
+            except ChildProcessError:
+                alive = False
+            if alive:
+                helper.pid = successor
+                return
+        helper.ctl.close()
+        del self.helpers[key]
 
     # -- warm slots
 
@@ -267,10 +364,16 @@ class Server:
             return Reply(error=f"slot {spec.slot} is already parked")
         r, w = os.pipe2(os.O_CLOEXEC)
         cr, cw = os.pipe2(os.O_CLOEXEC)
-        pid = fork_child(w, "parking", rootfs.park, w, cr, spec, close=(r, cw))
-        os.close(w)
-        os.close(cr)
-        self.parked[spec.slot] = ParkedSlot(pid=pid, control=cw, report=r)
+        ctl, ctl_child = self._new_helper_ctl()
+        try:
+            pid = fork_child(w, "parking", rootfs.park, w, cr, spec,
+                             partial(enter.fork_helper, ctl_child), ctl_child,
+                             close=(r, cw, ctl.fileno()))
+        finally:
+            os.close(w)
+            os.close(cr)
+            os.close(ctl_child)
+        self.parked[spec.slot] = ParkedSlot(pid=pid, control=cw, report=r, helper_ctl=ctl)
         self.parking[r] = spec.slot
         return Reply()
 
@@ -289,6 +392,7 @@ class Server:
         self.parking.pop(entry.report, None)
         os.close(entry.control)  # EOF: the parked child exits
         os.close(entry.report)
+        entry.helper_ctl.close()
         try:
             os.waitpid(entry.pid, 0)
         except ChildProcessError:
@@ -304,14 +408,42 @@ class Server:
             os.write(entry.control, dumps(spec))  # specs are far below the pipe's 64 KiB
         finally:
             os.close(entry.control)
-        self._start(req, entry.pid, entry.report, SPAWN_DEADLINE, _spawn_result)
+        self._start_spawn(req, entry.pid, entry.report, entry.helper_ctl)
         return None
+
+    def _start_spawn(self, req: int | None, pid: int, r: int, ctl: socket.socket) -> None:
+        """Wait for the builder C; when it is done, its exec helper (forked by C, in the
+        sandbox's cgroup from birth) serves the sandbox's execs."""
+        helper = Helper(ctl=ctl, pid=None)
+
+        def finish(reports: list[Report]) -> tuple[Reply, list[int]]:
+            reply, fds = _spawn_result(reports)
+            if reply.error is None:
+                try:
+                    self.helpers[(reply.pid, start_time(reply.pid))] = helper
+                except OSError:  # its init died already: so did the sandbox
+                    ctl.close()
+                    return reply, fds
+                self._helper_done(helper, reports)
+            else:
+                ctl.close()
+            return reply, fds
+
+        self._start(req, pid, r, SPAWN_DEADLINE, finish, cleanup=ctl.close)
 
     # -- building and exec
 
     def _spawn(self, spec: BootSpec, req: int | None) -> None:
-        pid, r = start_child(rootfs.build, spec)
-        self._start(req, pid, r, SPAWN_DEADLINE, _spawn_result)
+        ctl, ctl_child = self._new_helper_ctl()
+        try:
+            pid, r = start_child(rootfs.build, spec, partial(enter.fork_helper, ctl_child),
+                                 ctl_child)
+        except BaseException:
+            ctl.close()
+            raise
+        finally:
+            os.close(ctl_child)
+        self._start_spawn(req, pid, r, ctl)
 
     def _exec(self, spec: ExecSpec, req: int | None) -> None:
         report_parent, report_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -323,8 +455,33 @@ class Server:
                 r, w = os.pipe2(os.O_CLOEXEC)
                 stdio_child.append(r if child_reads else w)
                 stdio_parent.append(w if child_reads else r)
+        helper = None
         try:
-            pid, r = start_child(enter.start, spec, report_child.fileno(), stdio_child)
+            r, w = os.pipe2(os.O_CLOEXEC)
+            try:
+                handed = self._hand_to_helper(spec, [w, report_child.fileno(), *stdio_child])
+            finally:
+                os.close(w)
+            if handed is not None:
+                pid, helper = handed
+            else:
+                os.close(r)
+                ctl_child = None
+                if (spec.init_pid, spec.init_start) not in self.helpers:
+                    # This E joins the cgroup; it forks the sandbox's helper from there.
+                    ctl, ctl_child = self._new_helper_ctl()
+                    helper = Helper(ctl=ctl, pid=None)
+                    self.helpers[(spec.init_pid, spec.init_start)] = helper
+                try:
+                    pid, r = start_child(enter.start, spec, report_child.fileno(), stdio_child,
+                                         ctl_child)
+                except BaseException:
+                    if helper is not None:
+                        self._helper_done(helper, [])
+                    raise
+                finally:
+                    if ctl_child is not None:
+                        os.close(ctl_child)
         except BaseException:
             report_parent.close()
             for fd in stdio_parent:
@@ -339,8 +496,12 @@ class Server:
             report_parent.close()
             for fd in stdio_parent:
                 os.close(fd)
+            if helper is not None:
+                self._helper_done(helper, [])  # given up on: its successor is not trusted
 
         def finish(reports: list[Report]) -> tuple[Reply, list[int]]:
+            if helper is not None:
+                self._helper_done(helper, reports)
             return _exec_result(reports, report_parent, stdio_parent)
 
         self._start(req, pid, r, EXEC_DEADLINE, finish, cleanup)
@@ -362,6 +523,13 @@ def _spawn_result(reports: list[Report]) -> tuple[Reply, list[int]]:
     if not pids:
         return Reply(error="sandbox setup ended without reporting its init"), []
     return Reply(pid=pids[0]), []
+
+
+def _bind_result(reports: list[Report]) -> tuple[Reply, list[int]]:
+    err = first_error(reports)
+    if err:
+        return Reply(error=err.error, errno=err.errno), []
+    return Reply(), []
 
 
 def _exec_result(reports: list[Report], report_parent: socket.socket,

@@ -2,7 +2,8 @@
 
 The daemon and the spawner share one SOCK_SEQPACKET socket: each message is one JSON
 object, with file descriptors (pidfds, PTY masters, pipes) beside it as SCM_RIGHTS.
-A request is a spec (`BootSpec`, `ParkSpec`, `Unpark`, `ExecSpec`) with its `op` and a
+A request is a spec (`BootSpec`, `ParkSpec`, `Unpark`, `ExecSpec`, `BindSpec`)
+with its `op` and a
 `req` number that the `Reply` repeats. Replies may come in any order: a request whose child
 is slow (one sandbox's exec) is answered when it finishes or its deadline passes, and the
 requests after it are not held up; `SpawnerClient` matches each reply to its request by
@@ -132,8 +133,21 @@ class ExecSpec:
     hold: bool = False  # stop before the exec until the daemon's byte (enter.py)
 
 
-Request = BootSpec | ParkSpec | Unpark | ExecSpec
-_REQUESTS = {cls.op: cls for cls in (BootSpec, ParkSpec, Unpark, ExecSpec)}
+@dataclass(frozen=True)
+class BindSpec:
+    """Bind host directory `source`, id-shifted, at `target` (relative to its root) inside
+    the running sandbox whose init is `init_pid`: the home volume of a create that took a
+    warm sandbox, booted before anyone knew whose it would be."""
+
+    op: ClassVar[str] = "bind"
+    init_pid: int
+    init_start: int | None
+    source: str
+    target: str
+
+
+Request = BootSpec | ParkSpec | Unpark | ExecSpec | BindSpec
+_REQUESTS = {cls.op: cls for cls in (BootSpec, ParkSpec, Unpark, ExecSpec, BindSpec)}
 
 
 def encode_request(spec: Request, req: int | None = None) -> dict:
@@ -226,6 +240,8 @@ class Report:
     forked: int | None = None  # a process started but not yet done: killed if the child is
                                # given up on (its deadline passed)
     held: bool = False  # exec: the process waits for its go byte; its pipe comes along
+    helper: int | None = None  # the pid of an exec helper it forked (enter.serve_helper): a
+                               # sandbox's builder, a first exec, or a helper's successor
     parked: bool = False
     error: str | None = None
     errno: int | None = None
