@@ -59,6 +59,20 @@ STAT_KEYS = ("cpu_usage_ns", "memory_current", "memory_peak", "memory_limit", "o
              "pids_current", "pids_limit", "pids_events_max", "cpus", "frozen",
              "cpu_nr_periods", "cpu_nr_throttled", "cpu_throttled_ns")
 
+# Keys of container_limits(): the files Docker's flags write (--cpus, --cpu-shares/-weight,
+# --cpuset-cpus/-mems, -m, --memory-swap, --memory-reservation, --memory-swappiness,
+# --kernel-memory, --oom-kill-disable, --pids-limit), under one name where v1 and v2 mean
+# the same. memory_reservation is v1's memory.soft_limit_in_bytes or v2's memory.low;
+# memsw_max (v1) is memory plus swap, as --memory-swap gives it, swap_max the swap alone;
+# memory_swappiness, oom_kill_disable, under_oom, kmem_max are v1 only; memory_low and
+# memory_high v2 only. oom_kills: kills by the OOM killer in the cgroup (v1
+# memory.oom_control "oom_kill", v2 memory.events "oom_kill").
+CONTAINER_LIMIT_KEYS = ("cpu_quota_us", "cpu_period_us", "cpus", "cpu_shares", "cpu_weight",
+                        "cpuset_cpus", "cpuset_mems", "memory_max", "memsw_max", "swap_max",
+                        "memory_reservation", "memory_low", "memory_high",
+                        "memory_swappiness", "kmem_max", "oom_kill_disable", "under_oom",
+                        "oom_kills", "pids_max")
+
 
 def check_group(group: str) -> str:
     """Return `group` if it is a safe relative cgroup path, else raise InvalidRequest."""
@@ -374,8 +388,10 @@ class CgroupManager(ABC):
         """Raise HostUnsupported naming any controller this host lacks and how to get it."""
 
     @abstractmethod
-    def create(self, group: str, limits: Limits, owner_uid: int, owner_gid: int) -> None:
-        """Create `group` with `limits` and delegate it to host uid/gid `owner_*`."""
+    def create(self, group: str, limits: Limits, owner_uid: int, owner_gid: int, *,
+               containers: bool = False) -> None:
+        """Create `group` with `limits` and delegate it to host uid/gid `owner_*`;
+        `containers`: also what a container engine inside needs."""
 
     @abstractmethod
     def set_limits(self, group: str, limits: Limits) -> None:
@@ -407,10 +423,15 @@ class CgroupManager(ABC):
         """The limit files of one cgroup under uniform names; absent files are left out."""
 
     @abstractmethod
-    def mounts_inside(self) -> list[tuple[str, str, str]]:
+    def _container_limits(self, groups: dict[str, str]) -> dict:
+        """`container_limits` for `groups` (controller -> full group path, checked)."""
+
+    @abstractmethod
+    def mounts_inside(self, group: str | None = None) -> list[tuple[str, str, str]]:
         """(subdir of /sys/fs/cgroup, fstype, data) for a sandbox's own cgroup mounts. A
         subdir of co-mounted v1 controllers ("cpu,cpuacct") also gets a symbolic link per
-        controller inside, as on the host (the spawner makes them)."""
+        controller inside, as on the host (the spawner makes them). With `group`: those
+        of that group (a `containers` one has more)."""
 
     # -- shared behaviour -------------------------------------------------------------
 
@@ -481,6 +502,24 @@ class CgroupManager(ABC):
             out.append({"path": "/" + rel, "limits": self._limits(path), "usage": usage,
                         "procs": sorted(pids_of[rel])})
         return out, truncated
+
+    def container_limits(self, group: str, paths: dict[str, str]) -> dict:
+        """Every limit Docker's resource flags set, read from the cgroup a container's main
+        process is in (CONTAINER_LIMIT_KEYS; a file this host lacks is left out, None is
+        "no limit"). `paths` maps a controller to that process's cgroup relative to
+        `group` ("/x/y", "/" is the group; v2's one path under ""), as /proc/PID/cgroup
+        shows it from the sandbox. A path that is not a cgroup below `group` is skipped:
+        nothing is read outside the sandbox's subtree."""
+        groups: dict[str, str] = {}
+        for controller, rel in paths.items():
+            if not rel.startswith("/"):
+                continue
+            full = group + rel.rstrip("/")
+            try:
+                groups[controller] = check_group(full)
+            except InvalidRequest:
+                continue  # "..", or a name no cgroup below ours can have
+        return self._container_limits(groups)
 
     def _signal_all(self, group: str) -> None:
         for pid in self._procs(group):

@@ -3,6 +3,13 @@
 Hierarchies are read from /proc/self/mountinfo, so `cpu` and `cpuacct` may be separate
 mounts or co-mounted as `cpu,cpuacct`. Processes live in the group itself; children the
 sandbox's root creates inherit cpus and mems through cgroup.clone_children in cpuset.
+
+A sandbox that runs a container engine (`containers`) also gets its group in the `devices`
+and `name=systemd` hierarchies (`CONTAINER_HIERARCHIES`), delegated and mounted inside like
+the others: runc and crun look for them. Its `devices.allow`/`devices.deny` stay host
+root's, and the kernel lets only CAP_SYS_ADMIN in the initial user namespace write any
+devices file (security/device_cgroup.c), so root inside can neither widen its own list nor
+that of a child it makes (runc skips device rules in a user namespace).
 """
 
 from __future__ import annotations
@@ -21,6 +28,9 @@ from .procfs import parse_cpulist
 
 REQUIRED = ("cpu", "cpuacct", "cpuset", "memory", "pids", "freezer")
 OPTIONAL = ("blkio",)
+# Only for a sandbox made with `containers`: every other sandbox would pay a cgroup
+# migration per hierarchy (an RCU grace period each on v1) for what it never uses.
+CONTAINER_HIERARCHIES = ("devices", "name=systemd")
 
 # Kernel config symbol of each controller, to name in "missing" messages.
 CONFIG = {"cpu": "CONFIG_CGROUP_SCHED", "cpuacct": "CONFIG_CGROUP_CPUACCT",
@@ -59,8 +69,9 @@ class CgroupsV1(CgroupManager):
 
     @classmethod
     def from_mounts(cls, root: Path, mounts: list[MountInfo]) -> "CgroupsV1 | None":
-        known = _known_controllers()
-        managed = set(REQUIRED + OPTIONAL)
+        # A named hierarchy is not in /proc/cgroups; the one engines use is.
+        known = _known_controllers() | {"name=systemd"}
+        managed = set(REQUIRED + OPTIONAL + CONTAINER_HIERARCHIES)
         candidates = [m for m in mounts if m.fstype == "cgroup"]
 
         def under_root(m: MountInfo) -> bool:
@@ -81,16 +92,26 @@ class CgroupsV1(CgroupManager):
 
     # -- layout -------------------------------------------------------------------------
 
-    def hierarchies(self) -> list[Hierarchy]:
+    def hierarchies(self, *, containers: bool = False) -> list[Hierarchy]:
+        """Every sandbox's hierarchies; with `containers`, also those a container engine
+        needs (unless co-mounted with one of the others, each hierarchy once)."""
         seen: dict[Path, Hierarchy] = {}
-        for c in REQUIRED + OPTIONAL:
+        for c in REQUIRED + OPTIONAL + (CONTAINER_HIERARCHIES if containers else ()):
             h = self.by_controller.get(c)
             if h is not None:
                 seen.setdefault(h.mountpoint, h)
         return sorted(seen.values(), key=lambda h: str(h.mountpoint))
 
     def _dirs(self, group: str) -> list[Path]:
-        return [h.mountpoint / group for h in self.hierarchies()]
+        # All of them: kill, remove and inspect must reach a containers sandbox's groups.
+        return [h.mountpoint / group for h in self.hierarchies(containers=True)]
+
+    def _group_hierarchies(self, group: str) -> list[Hierarchy]:
+        """The hierarchies `group` was made in: the container ones only if it has them."""
+        base = self.hierarchies()
+        extra = [h for h in self.hierarchies(containers=True)
+                 if h not in base and (h.mountpoint / group).is_dir()]
+        return sorted(base + extra, key=lambda h: str(h.mountpoint))
 
     def _dir(self, controller: str, group: str) -> Path | None:
         h = self.by_controller.get(controller)
@@ -177,7 +198,8 @@ class CgroupsV1(CgroupManager):
                 if (self._read(d / "memory.use_hierarchy") or "1").strip() == "0":
                     self._write(d / "memory.use_hierarchy", "1")
 
-    def create(self, group: str, limits: Limits, owner_uid: int, owner_gid: int) -> None:
+    def create(self, group: str, limits: Limits, owner_uid: int, owner_gid: int, *,
+               containers: bool = False) -> None:
         check_group(group)
         limits.validate()
         self._check_owner(owner_uid, owner_gid)
@@ -187,7 +209,7 @@ class CgroupsV1(CgroupManager):
             self._check_cpuset(group, limits.cpuset)
         made: list[Path] = []
         try:
-            for h in self.hierarchies():
+            for h in self.hierarchies(containers=containers):
                 self._make_parents(h, group)
                 d = h.mountpoint / group
                 if not self._mkdir(d):
@@ -264,7 +286,8 @@ class CgroupsV1(CgroupManager):
     # -- processes ----------------------------------------------------------------------
 
     def spawn_procs_files(self, group: str) -> list[str]:
-        return [str(d / "cgroup.procs") for d in self._dirs(check_group(group))]
+        return [str(h.mountpoint / group / "cgroup.procs")
+                for h in self._group_hierarchies(check_group(group))]
 
     def finish_spawn(self, group: str, pid: int) -> None:
         # v1 allows processes in inner cgroups: the process already is where it belongs.
@@ -379,5 +402,48 @@ class CgroupsV1(CgroupManager):
                     break
         return out
 
-    def mounts_inside(self) -> list[tuple[str, str, str]]:
-        return [(self._subdir(h), "cgroup", ",".join(h.controllers)) for h in self.hierarchies()]
+    def mounts_inside(self, group: str | None = None) -> list[tuple[str, str, str]]:
+        # Never a hierarchy the group is not in: the sandbox's cgroup namespace would then
+        # show it the host's whole tree there.
+        hs = self.hierarchies() if group is None else self._group_hierarchies(check_group(group))
+        return [(self._subdir(h), "cgroup", ",".join(h.controllers)) for h in hs]
+
+    def _container_limits(self, groups: dict[str, str]) -> dict:
+        out: dict = {}
+
+        def node(controller: str) -> Path | None:
+            # The controller's own hierarchy, at the path the process has in it.
+            return None if controller not in groups else self._dir(controller, groups[controller])
+
+        if (cpu := node("cpu")) is not None:
+            if (quota := self._read(cpu / "cpu.cfs_quota_us")) is not None:
+                out["cpu_quota_us"] = int_or_none(quota)
+                out["cpu_period_us"] = int_or_none(self._read(cpu / "cpu.cfs_period_us"))
+                out["cpus"] = self._cpus(cpu)
+            if (shares := self._read(cpu / "cpu.shares")) is not None:
+                out["cpu_shares"] = int(shares)
+        if (cpuset := node("cpuset")) is not None:
+            for key, name in (("cpuset_cpus", "cpuset.cpus"), ("cpuset_mems", "cpuset.mems")):
+                if (text := self._read(cpuset / name)) is not None:
+                    out[key] = text.strip() or None
+        if (memory := node("memory")) is not None:
+            for key, name in (("memory_max", "memory.limit_in_bytes"),
+                              ("memsw_max", "memory.memsw.limit_in_bytes"),
+                              ("memory_reservation", "memory.soft_limit_in_bytes"),
+                              ("kmem_max", "memory.kmem.limit_in_bytes")):
+                if (text := self._read(memory / name)) is not None:
+                    out[key] = self._bytes(text)
+            if "memsw_max" in out:
+                total, mem = out["memsw_max"], out.get("memory_max")
+                out["swap_max"] = None if total is None or mem is None else total - mem
+            if (swappiness := self._read(memory / "memory.swappiness")) is not None:
+                out["memory_swappiness"] = int(swappiness)
+            if (oom := self._read(memory / "memory.oom_control")) is not None:
+                fields = keyed(oom)
+                out["oom_kill_disable"] = fields.get("oom_kill_disable") == 1
+                out["under_oom"] = fields.get("under_oom") == 1
+                out["oom_kills"] = fields.get("oom_kill")  # Linux 4.13+
+        if (pids := node("pids")) is not None:
+            if (pmax := self._read(pids / "pids.max")) is not None:
+                out["pids_max"] = int_or_none(pmax)
+        return out

@@ -99,7 +99,9 @@ class CgroupsV2(CgroupManager):
             raise InvalidRequest(f"cpuset {cpuset!r} is not within the CPUs available to "
                                  f"sandboxes here ({available})", field="cpuset")
 
-    def create(self, group: str, limits: Limits, owner_uid: int, owner_gid: int) -> None:
+    def create(self, group: str, limits: Limits, owner_uid: int, owner_gid: int, *,
+               containers: bool = False) -> None:
+        # `containers` asks nothing more of v2: one hierarchy, every controller delegated.
         check_group(group)
         limits.validate()
         self._check_owner(owner_uid, owner_gid)
@@ -273,5 +275,24 @@ class CgroupsV2(CgroupManager):
                     out["io_weight"] = int(value)
         return out
 
-    def mounts_inside(self) -> list[tuple[str, str, str]]:
+    def mounts_inside(self, group: str | None = None) -> list[tuple[str, str, str]]:
         return [("", "cgroup2", "")]
+
+    def _container_limits(self, groups: dict[str, str]) -> dict:
+        if "" not in groups:
+            return {}
+        g = self.root / groups[""]
+        out = {k: v for k, v in self._limits(groups[""]).items()
+               if k in ("cpu_quota_us", "cpu_period_us", "cpus", "cpu_weight", "cpuset_cpus",
+                        "memory_max", "swap_max", "pids_max")}
+        if (mems := self._read(g / "cpuset.mems")) is not None:
+            out["cpuset_mems"] = mems.strip() or None
+        for key, name in (("memory_low", "memory.low"), ("memory_high", "memory.high")):
+            if (text := self._read(g / name)) is not None:
+                out[key] = int_or_none(text)
+        if "memory_low" in out:
+            # Docker's --memory-reservation on v2: 0 is v2's "no protection".
+            out["memory_reservation"] = out["memory_low"] or None
+        if (events := self._read(g / "memory.events")) is not None:
+            out["oom_kills"] = keyed(events).get("oom_kill")
+        return out

@@ -23,7 +23,7 @@ import struct
 import websocket
 
 from .errors import DaemonUnavailable, NotFound, SandboxError, from_json
-from .protocol import API_PREFIX, Channel, Reason, RunFacts, default_socket_path
+from .protocol import API_PREFIX, Channel, HttpFacts, Reason, RunFacts, default_socket_path
 
 CONNECT_TIMEOUT = 10.0
 
@@ -145,6 +145,15 @@ class Client:
 
     def port(self, sid: str, port: int) -> dict:
         return self.request("GET", f"/sandboxes/{quote(sid, safe='')}/ports/{int(port)}")
+
+    def http_get(self, sid: str, port: int, path: str = "/", *, timeout: float = 3.0,
+                 limit: int = 1 << 20) -> HttpFacts:
+        """GET `path` from TCP `port` at the sandbox's address, made by sandboxd on the host
+        (`protocol.HttpFacts`); Conflict with reason NO_ANSWER if nothing answered HTTP
+        within `timeout` seconds."""
+        query = {"path": path, "timeout": str(timeout), "limit": str(limit)}
+        return self.request("GET", f"/sandboxes/{quote(sid, safe='')}/ports/{int(port)}/http",
+                            query=query, timeout=timeout + 30)
 
     def exec(self, sid: str, argv: list[str], *, tty: bool = False, user=0, cwd=None, env=None,
              rows: int = 24, cols: int = 80) -> dict:

@@ -9,6 +9,10 @@ a `protocol.Reason`.
 Exec streams use WebSocket binary frames whose first byte is the channel
 (`protocol.Channel`); bytes are passed through untouched. The daemon uses only the
 engine's public methods.
+
+Beside the engine it runs the host services its sandboxes may reach (sandbox/services.py:
+the read-only image registry and the package proxy), started once the engine has set up
+the bridge and stopped before the engine shuts down; `--teardown` ends any left running.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from .errors import InvalidRequest, SandboxError
 from .payloads import (CreateRequest, ExecRequest, FileQuery, check_sandbox_id,
                        parse_resize_frame, parse_signal_frame, parse_trace)
 from .protocol import API_PREFIX, Channel, CloseCode, Reason, RunFacts
+from .services import Services
 from .spawner.client import SpawnerClient
 
 log = logging.getLogger("nslab.sandboxd")
@@ -127,6 +132,7 @@ class Daemon:
         r.add_post(f"{API}/sandboxes/{{sid}}/exec", self.exec)
         r.add_post(f"{API}/sandboxes/{{sid}}/run", self.run)
         r.add_get(f"{API}/sandboxes/{{sid}}/ports/{{port}}", self.port)
+        r.add_get(f"{API}/sandboxes/{{sid}}/ports/{{port}}/http", self.http_get)
         r.add_get(f"{API}/sandboxes/{{sid}}/files", self.read_file)
         r.add_get(f"{API}/sandboxes/{{sid}}/dir", self.list_dir)
         r.add_get(f"{API}/exec/{{eid}}", self.exec_info)
@@ -183,6 +189,25 @@ class Daemon:
         except ValueError:
             port = 0  # refused by the engine, after it has checked the sandbox
         return _json(self.engine.port(request.match_info["sid"], port))
+
+    async def http_get(self, request):
+        q = request.query
+        unknown = sorted(set(q) - {"path", "timeout", "limit"})
+        if unknown:
+            raise InvalidRequest(f"unknown query parameter {unknown[0]!r}", field=unknown[0])
+        values = {}
+        for name, text, kind in (("port", request.match_info["port"], int),
+                                 ("timeout", q.get("timeout", "3"), float),
+                                 ("limit", q.get("limit", str(1 << 20)), int)):
+            try:
+                values[name] = kind(text)
+            except ValueError:
+                raise InvalidRequest(f"{name} must be a number, not {text[:40]!r}",
+                                     field=name) from None
+        port, timeout, limit = values["port"], values["timeout"], values["limit"]
+        return _json(await self.engine.http_get(request.match_info["sid"], port,
+                                                q.get("path", "/"), timeout=timeout,
+                                                limit=limit))
 
     # -------------------------------------------------------------- files
 
@@ -356,6 +381,14 @@ async def serve(config: HostConfig, spawner: SpawnerClient, socket_path: Path,
     spawner.attach_loop(loop)
     engine = Engine(config, spawner)
     await engine.start()
+    # The registry and the package proxy listen on the bridge's gateway address, so they
+    # start once the engine has set the bridge up, and stop before it is gone.
+    services = Services(config)
+    try:
+        await services.start()
+    except BaseException:
+        services.stop()
+        raise
     daemon = Daemon(engine)
     runner = web.AppRunner(daemon.app(token), access_log=None, handle_signals=False,
                            shutdown_timeout=2.0)
@@ -391,6 +424,7 @@ async def serve(config: HostConfig, spawner: SpawnerClient, socket_path: Path,
     finally:
         reaper.cancel()
         await daemon.close_streams()
+        services.stop()
         await engine.shutdown()
         await runner.cleanup()
         try:
@@ -404,6 +438,7 @@ async def _teardown(config: HostConfig, spawner: SpawnerClient) -> None:
     spawner.attach_loop(asyncio.get_running_loop())
     engine = Engine(config, spawner)
     try:
+        Services(config).stop_leftovers()
         await engine.teardown_host()
     finally:
         await engine.shutdown()

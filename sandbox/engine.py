@@ -16,14 +16,17 @@ spawner, which forks every sandbox process.
 from __future__ import annotations
 
 import asyncio
+import base64
 import errno
 import ipaddress
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
+import stat
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,12 +34,13 @@ from pathlib import Path
 from . import files, libc, procfs
 from .cgroups import Limits
 from .cgroups import detect as detect_cgroups
-from .config import UID_BLOCK, HostConfig
+from .config import UID_BLOCK, HostConfig, hosts_entry
 from .errors import Conflict, HostUnsupported, InvalidRequest, NotFound, SandboxError
-from .images import ImageStore
+from .images import ImageStore, shadowing_paths
 from .network import Network
 from .payloads import CreateRequest, ExecRequest, FileQuery, check_sandbox_id
-from .protocol import InspectFacts, NetNamespaceFacts, ProcessFacts, Reason, SocketFacts
+from .protocol import (HTTP_GET_MAX_BODY, HTTP_GET_MAX_TIMEOUT, ContainerFacts, HttpFacts,
+                       InspectFacts, NetNamespaceFacts, ProcessFacts, Reason, SocketFacts)
 from .sessions import ExecSession
 from .spawner.client import SpawnerClient
 from .spawner.spec import GO, Bind, BindSpec, BootSpec, ExecSpec, Layer
@@ -72,6 +76,60 @@ SESSION_TTL = 60.0
 # processes and a handful of namespaces.
 MAX_INSPECT_PROCESSES = 1024
 MAX_INSPECT_NETNS = 32
+# ... and at most this many containers (pid namespaces below the sandbox's), each with its
+# cgroup's limit files read; a lab runs a handful.
+MAX_INSPECT_CONTAINERS = 64
+# Where rootful podman keeps its containers' names and images (containers/storage), read
+# for labels only, through the sandbox's root and at most this many bytes: the learner
+# writes it.
+ENGINE_STORE = "/var/lib/containers/storage/overlay-containers/containers.json"
+MAX_ENGINE_STORE = 1 << 20
+# An engine's container id: 64 hex digits in the last part of its cgroup path
+# ("libpod-<id>", "libpod-<id>.scope", "docker/<id>").
+_CONTAINER_ID_RE = re.compile(r"(?:^|[^0-9a-f])([0-9a-f]{64})(?:\.scope)?$")
+
+
+# http_get: a request target of printable ASCII (no space or line break that would add a
+# header); the learner's server may send at most this many bytes in one status or header
+# line, and this many header lines.
+_HTTP_PATH_RE = re.compile(r"/[\x21-\x7e]{0,2047}")
+HTTP_HEAD_MAX = 64 << 10
+HTTP_MAX_HEADERS = 100
+
+
+async def _http_get(address: str, port: int, path: str, limit: int) -> HttpFacts:
+    """One HTTP/1.0 GET (the server closes after its answer), read to at most `limit`
+    bytes of body; the caller bounds its time."""
+    reader, writer = await asyncio.open_connection(address, port, limit=HTTP_HEAD_MAX)
+    try:
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: {address}:{port}\r\n"
+                     "User-Agent: nslab-grader\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        version, _, rest = (await reader.readuntil(b"\n")).decode("latin-1").strip() \
+            .partition(" ")
+        code, _, phrase = rest.partition(" ")
+        if not version.startswith("HTTP/") or not code.isdigit() or len(code) != 3:
+            raise ValueError(f"not an HTTP status line: {version[:40]!r}")
+        headers: list[list[str]] = []
+        length = None
+        while (line := (await reader.readuntil(b"\n")).decode("latin-1").strip()):
+            if len(headers) == HTTP_MAX_HEADERS:
+                raise ValueError(f"more than {HTTP_MAX_HEADERS} header lines")
+            name, _, value = line.partition(":")
+            headers.append([name.strip(), value.strip()])
+            if name.strip().lower() == "content-length" and value.strip().isdigit():
+                length = int(value.strip())
+        body = bytearray()
+        # Read one byte past the limit to tell a body of exactly `limit` from a longer one.
+        want = limit + 1 if length is None else min(length, limit + 1)
+        while len(body) < want and (chunk := await reader.read(min(65536, want - len(body)))):
+            body += chunk
+        truncated = len(body) > limit
+        return {"status": int(code), "reason": phrase, "headers": headers,
+                "body_b64": base64.b64encode(bytes(body[:limit])).decode(),
+                "truncated": truncated}
+    finally:
+        writer.close()
 
 
 @dataclass
@@ -92,6 +150,7 @@ class SandboxRecord:
     init_pid: int | None = None
     init_start: int | None = None
     labels: dict = field(default_factory=dict)
+    containers: bool = False  # a container engine runs inside (CreateRequest.containers)
 
     @property
     def uid_base(self) -> int:
@@ -101,7 +160,8 @@ class SandboxRecord:
         return {"id": self.id, "state": self.state, "image": self.image,
                 "hostname": self.hostname, "address": self.address, "home": self.home,
                 "created": self.created, "init_pid": self.init_pid, "limits": self.limits,
-                "disk": self.disk, "uid_base": self.uid_base, "labels": self.labels}
+                "disk": self.disk, "uid_base": self.uid_base, "labels": self.labels,
+                "containers": self.containers}
 
 
 class Engine:
@@ -204,6 +264,8 @@ class Engine:
     # ------------------------------------------------------------------ create
 
     async def create(self, req: CreateRequest) -> SandboxRecord:
+        if req.image == "host" and self.images.host_stale():
+            await self._refresh_host_image()
         image = self.images.get(req.image)
         if req.home and any(r.home == req.home for r in self.records.values()):
             raise Conflict(f"home {req.home!r} is in use by another sandbox", field="home",
@@ -223,7 +285,7 @@ class Engine:
         rec = SandboxRecord(id=sid, image=image.name, hostname=req.hostname or f"sb-{sid[:8]}",
                             limits=asdict(limits), disk=req.disk, shm=req.shm, home=req.home,
                             uid_block=-1, group=f"{self.config.cgroup_prefix}/{sid}",
-                            created=time.time(), labels=req.labels)
+                            created=time.time(), labels=req.labels, containers=req.containers)
         async with self._lock(sid):
             rec.uid_block = self.uids.claim(sid)
             self.records[sid] = rec
@@ -238,12 +300,24 @@ class Engine:
                 raise
         return rec
 
+    async def _refresh_host_image(self) -> None:
+        """Rebuild the host image if the host changed (a package installed since the daemon
+        started: its /etc files, alternatives links); warm sandboxes booted from the old
+        one are given back and made again."""
+        before = self.images.get("host").rootfs
+        image = await asyncio.to_thread(self.images.ensure_host)
+        if image.rootfs != before and DEFAULT_IMAGE == "host":
+            await self.pool.drain()
+            self.pool.refill()
+
     # ------------------------------------------------------------------ warm sandboxes
 
     def _take_warm(self, req: CreateRequest, image: str) -> WarmSlot | None:
         """A booted warm sandbox for this request, if one fits (warm.py): the default image,
         hostname and /dev/shm size; everything else is set when it is claimed."""
         if image != DEFAULT_IMAGE or req.hostname is not None or req.shm != CreateRequest.shm:
+            return None
+        if req.containers:  # booted without the image storage and container cgroups
             return None
         while (slot := self.pool.take()) is not None:
             if procfs.alive(slot.rec.init_pid, slot.rec.init_start):
@@ -318,19 +392,40 @@ class Engine:
             # The merged directory takes its owner from the upper dir: root inside.
             os.chown(vol / "upper" / str(i), base, base)
             os.chmod(vol / "upper" / str(i), 0o755)
+        if rec.image == "host":
+            for rel in shadowing_paths():
+                self._hide(vol, layers, rel, base)
         etc = vol / "upper" / "0" / "etc"
         etc.mkdir(exist_ok=True)
         os.chown(etc, base, base)
         etc_files = {
             "hostname": f"{rec.hostname}\n",
             "hosts": (f"127.0.0.1\tlocalhost\n127.0.1.1\t{rec.hostname}\n"
-                      f"::1\tlocalhost ip6-localhost ip6-loopback\n"),
+                      f"::1\tlocalhost ip6-localhost ip6-loopback\n"
+                      + hosts_entry(self.config)),
         }
         for name, text in etc_files.items():
             path = etc / name
             path.write_text(text)
             os.chown(path, base, base)
         return vol
+
+    @staticmethod
+    def _hide(vol: Path, layers: list[Layer], rel: str, owner: int) -> None:
+        """Hide host path `rel` inside: an overlay whiteout (a 0:0 character device) in the
+        upper dir of the layer it lies in, its parents made as root's inside."""
+        i, layer = max(((i, l) for i, l in enumerate(layers)
+                        if not l.target or rel.startswith(l.target + "/")),
+                       key=lambda il: len(il[1].target))
+        path = vol / "upper" / str(i) / (rel[len(layer.target) + 1:] if layer.target else rel)
+        parent = vol / "upper" / str(i)
+        for part in path.parent.relative_to(parent).parts:
+            parent = parent / part
+            if not parent.is_dir():
+                parent.mkdir(mode=0o755)
+                os.chown(parent, owner, owner)
+        if not os.path.lexists(path):
+            os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(0, 0))
 
     async def _boot(self, rec: SandboxRecord, slot: WarmSlot | None = None) -> None:
         """Start PID 1 and the network for a record whose volume exists. With a warm `slot`
@@ -339,17 +434,25 @@ class Engine:
         layers = self._layers(rec)
         vol = self._prepare_volume(rec, layers)
         if slot is None:
-            self.cgroups.create(rec.group, Limits(**rec.limits), rec.uid_base, rec.uid_base)
+            self.cgroups.create(rec.group, Limits(**rec.limits), rec.uid_base, rec.uid_base,
+                                containers=rec.containers)
         home = None
         if rec.home:
             home = Bind(source=str(self.storage.path("homes", rec.home)), target="root")
+        containers = None
+        if rec.containers:
+            # In the sandbox's volume, so it counts against `disk`; host root's on disk is
+            # root's inside (bound id-shifted), as the home is.
+            containers = vol / "containers"
+            containers.mkdir(mode=0o700, exist_ok=True)
         spec = BootSpec(
             dir=str(vol), layers=layers, home=home, hostname=rec.hostname,
             uid_base=rec.uid_base, uid_count=UID_BLOCK,
             cgroup_files=self.cgroups.spawn_procs_files(rec.group),
-            cgroup_mounts=self.cgroups.mounts_inside(), cgroup_version=self.cgroups.version,
+            cgroup_mounts=self.cgroups.mounts_inside(rec.group),
+            cgroup_version=self.cgroups.version,
             init=INIT_BINARY, shm_size=rec.shm, slot=slot.id if slot else None,
-            max_ptys=self.config.max_ptys)
+            max_ptys=self.config.max_ptys, containers=str(containers) if containers else None)
         pid = await self.spawner.spawn(spec)
         rec.init_pid = pid
         rec.init_start = procfs.start_time(pid)
@@ -357,6 +460,9 @@ class Engine:
         used = {r.address for r in self.records.values() if r.address and r is not rec}
         used |= self.pool.addresses() - {rec.address}
         address = self.network.allocate({ipaddress.IPv4Address(a) for a in used})
+        # Held from here: another boot allocating while this attach runs in its thread (a
+        # create beside the pool's refills) must not get the same address.
+        rec.address = str(address)
         info = await asyncio.to_thread(self.network.attach, rec.id, pid, address)
         rec.address, rec.veth = info.address, info.veth
         if slot is None:
@@ -726,6 +832,10 @@ class Engine:
         else:  # the init is gone (this raises NotFound) or its netns could not be read
             addresses = self.network.addresses(rec.init_pid)
         uts_namespaces = procfs.uts_hostnames(procs)
+        init = next((p for p in procs if p["host_pid"] == rec.init_pid), None)
+        containers, containers_cut = self._containers(rec, procs, init, sockets)
+        if containers_cut:
+            truncated.append("containers")
         return {
             "id": rec.id, "state": rec.state, "hostname": rec.hostname,
             "init_pid": rec.init_pid, "uid_base": rec.uid_base, "uid_count": UID_BLOCK,
@@ -734,8 +844,72 @@ class Engine:
             "sockets": sockets, "addresses": addresses,
             "address": rec.address, "limits": rec.limits, "disk": rec.disk,
             "net_namespaces": net_namespaces, "uts_namespaces": uts_namespaces,
-            "truncated": truncated,
+            "containers": containers, "truncated": truncated,
         }
+
+    def _containers(self, rec: SandboxRecord, procs: list[ProcessFacts],
+                    init: ProcessFacts | None,
+                    sockets: list[SocketFacts]) -> tuple[list[ContainerFacts], bool]:
+        """The containers inside the sandbox (procfs.container_groups), each with its
+        cgroup's limits and its network namespace's listening sockets; names and images
+        from the engine's store, as labels."""
+        groups, cut = procfs.container_groups(procs, init, MAX_INSPECT_CONTAINERS)
+        labels = self._engine_labels(rec) if groups else {}
+        init_ns = init["namespaces"] if init is not None else {}
+        out: list[ContainerFacts] = []
+        for g in groups:
+            p = g.facts
+            limits = self.cgroups.container_limits(rec.group, p["cgroups"])
+            cid = None
+            if p["cgroup"] is not None:
+                m = _CONTAINER_ID_RE.search(p["cgroup"].rsplit("/", 1)[-1])
+                cid = m.group(1) if m else None
+            name, image = labels.get(cid, (None, None)) if cid else (None, None)
+            net = p["namespaces"].get("net")
+            out.append({
+                "pid_namespace": g.inode, "level": g.level, "main": g.main,
+                "processes": g.members, "namespaces": p["namespaces"],
+                "new_namespaces": sorted(t for t, inode in p["namespaces"].items()
+                                         if init_ns.get(t) != inode),
+                "cgroup": p["cgroup"], "cgroups": p["cgroups"], "limits": limits,
+                "oom_kills": limits.get("oom_kills"),
+                "sockets": [s for s in sockets if s["netns"] == net],
+                "id": cid, "name": name, "image": image,
+            })
+        return out, cut
+
+    def _engine_labels(self, rec: SandboxRecord) -> dict[str, tuple[str | None, str | None]]:
+        """Container id -> (name, image name) from podman's store inside the sandbox; {}
+        where there is none or it is not what podman writes. Labels only: the sandbox's
+        root may have written anything there."""
+        try:
+            data = self._in_root(rec, None, files.read_file, ENGINE_STORE, MAX_ENGINE_STORE)
+            entries = json.loads(data)
+        except (SandboxError, ValueError, RecursionError):
+            # No store (no engine yet), too large, not a regular file, not JSON (or nested
+            # deeper than the parser goes): no labels.
+            return {}
+        out: dict[str, tuple[str | None, str | None]] = {}
+        if not isinstance(entries, list):
+            return out
+        for entry in entries[:MAX_INSPECT_CONTAINERS * 16]:
+            if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+                continue
+            names = entry.get("names")
+            name = names[0] if isinstance(names, list) and names and \
+                isinstance(names[0], str) else None
+            image = None
+            try:
+                meta = json.loads(entry.get("metadata") or "{}")
+            except (TypeError, ValueError):
+                meta = {}
+            if isinstance(meta, dict):
+                image = meta.get("image-name") if isinstance(meta.get("image-name"), str) \
+                    else None
+                if name is None and isinstance(meta.get("name"), str):
+                    name = meta["name"]
+            out[entry["id"]] = (name, image)
+        return out
 
     def port(self, sid: str, port: int) -> dict:
         """Where the host reaches TCP `port` of the sandbox, and whether it listens yet."""
@@ -745,6 +919,34 @@ class Engine:
         listening = any(s["port"] == port and s["proto"] == "tcp"
                         for s in self.network.listening_sockets(rec.init_pid))
         return {"host": rec.address, "port": port, "listening": listening}
+
+    async def http_get(self, sid: str, port: int, path: str, *, timeout: float,
+                       limit: int) -> HttpFacts:
+        """GET `path` from TCP `port` at the sandbox's address, from the host: what a
+        browser on the host gets from a port the learner published. The server is the
+        learner's: the answer is bounded in bytes (`limit` of body, HTTP_HEAD_MAX of
+        status and headers) and in time (`timeout` for all of it), and no redirect is
+        followed."""
+        rec = self._running(sid)
+        if not 1 <= port <= 65535:
+            raise InvalidRequest("port must be between 1 and 65535", field="port")
+        if not isinstance(path, str) or not _HTTP_PATH_RE.fullmatch(path):
+            raise InvalidRequest("path must start with '/' and hold at most 2048 printable "
+                                 "ASCII characters without spaces", field="path")
+        if not 0 < timeout <= HTTP_GET_MAX_TIMEOUT:
+            raise InvalidRequest(f"timeout must be above 0 and at most {HTTP_GET_MAX_TIMEOUT} "
+                                 "seconds", field="timeout")
+        if not 0 <= limit <= HTTP_GET_MAX_BODY:
+            raise InvalidRequest(f"limit must be from 0 to {HTTP_GET_MAX_BODY} bytes",
+                                 field="limit")
+        try:
+            return await asyncio.wait_for(_http_get(rec.address, port, path, limit), timeout)
+        except (OSError, ValueError, EOFError, asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError, TimeoutError) as e:
+            # TimeoutError is also asyncio's (3.11+); ValueError: a line over HTTP_HEAD_MAX.
+            raise Conflict(f"nothing answered HTTP on port {port} of sandbox {sid} within "
+                           f"{timeout} s: {type(e).__name__}: {e}",
+                           reason=Reason.NO_ANSWER) from None
 
     # ------------------------------------------------------------------ files (sandbox/files.py)
 

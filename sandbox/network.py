@@ -5,7 +5,10 @@ What a sandbox may do, and what enforces it:
 - The host reaches every sandbox address (the web app opens published ports that way).
 - A sandbox reaches nothing on the host (loopback, the gateway, the host's other
   addresses): the `inet` table's input hook accepts from the bridge only packets of
-  connections the host opened.
+  connections the host opened, and new TCP connections from a sandbox address to the
+  gateway address on the host services' ports (`config.service_ports`: the read-only
+  image registry and the package proxy of sandbox/services.py, which listen on that
+  address only). Nothing else of the host: no other port, no UDP or ICMP to it.
 - A sandbox reaches nothing beyond the host: forwarding to or from the bridge is dropped.
 - A sandbox reaches no other sandbox, not even on layer 2 (ARP included): the `bridge`
   table drops every frame a port of ours would forward to another port, and each port
@@ -283,7 +286,7 @@ class Network:
         # prefix of another daemon's bridge ("nlbr...") or of another tag's veths.
         self.veth_prefix = f"nl{self.tag}"
         self.table = f"nslab_{self.tag}"
-        self.gateway = self.network.network_address + 1
+        self.gateway = config.gateway
         self.bridge_mac = f"{BRIDGE_MAC_PREFIX}:00:00:{self.tag[:2]}:{self.tag[2:]}"
 
     # -- naming -------------------------------------------------------------------
@@ -302,6 +305,8 @@ class Network:
         """The nftables script `setup()` loads: replaces our two tables atomically."""
         br = self.bridge
         t = self.table
+        ports = ", ".join(str(p) for p in self.config.service_ports)
+        services = f"ip saddr {self.network} ip daddr {self.gateway} tcp dport {{ {ports} }}"
         # In the bridge family iifname is the port. Matching our veths by name rather
         # than with `meta ibrname` keeps this working on kernels built without
         # CONFIG_NFT_BRIDGE_META (the development VM's 6.18 kernel is one).
@@ -314,6 +319,7 @@ table inet {t} {{
     chain input {{
         type filter hook input priority filter - 1; policy accept;
         iifname "{br}" ct state established,related accept
+        iifname "{br}" {services} accept
         iifname "{br}" drop
     }}
     chain forward {{

@@ -105,9 +105,10 @@ class CreateRequest:
     home_quota: int = 1 * GIB
     shm: int = 64 * MIB
     labels: dict = field(default_factory=dict)
+    containers: bool = False  # a container engine inside: image storage, devices cgroup
 
     FIELDS = {"image", "cpus", "cpu_weight", "cpuset", "memory", "swap", "pids", "io_weight",
-              "disk", "hostname", "home", "home_quota", "shm", "labels"}
+              "disk", "hostname", "home", "home_quota", "shm", "labels", "containers"}
 
     @classmethod
     def from_json(cls, payload, *, max_cpus: float) -> "CreateRequest":
@@ -144,6 +145,12 @@ class CreateRequest:
             raise InvalidRequest("labels must be at most 32 string pairs (keys <= 64, "
                                  "values <= 256 characters)", field="labels")
         req.labels = labels
+        containers = p.get("containers")
+        if containers is None:
+            containers = False  # absent or null: the default, as for the other fields
+        elif not isinstance(containers, bool):
+            raise InvalidRequest("containers must be true or false", field="containers")
+        req.containers = containers
         return req
 
 

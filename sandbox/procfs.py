@@ -3,8 +3,9 @@
 Every rule for a /proc file lives here once: the start time in /proc/PID/stat (with the
 pid it names one process for all time), the kernel's CPU list format, the v1/v2 lines of
 /proc/PID/cgroup, the pid a process has inside its pid namespace (NSpid). The engine
-builds the `protocol.ProcessFacts` of `inspect` from these reads; the spawner checks a
-sandbox's init by its start time before it joins its namespaces.
+builds the `protocol.ProcessFacts` of `inspect` from these reads, and groups them into the
+containers inside a sandbox (`container_groups`: pid namespaces other than the sandbox's);
+the spawner checks a sandbox's init by its start time before it joins its namespaces.
 
 Reads that take a `proc_fd` go through an fd on /proc/PID opened beforehand: a pid that
 is reused meanwhile by another process of the host is never followed.
@@ -17,7 +18,7 @@ import re
 from pathlib import Path
 
 from .nsenter import in_namespace
-from .protocol import ProcessFacts, UtsNamespaceFacts
+from .protocol import ContainerProcessFacts, ProcessFacts, UtsNamespaceFacts
 
 # The namespaces of /proc/PID/ns that `inspect` reports, by their inode.
 NAMESPACE_TYPES = ("cgroup", "ipc", "mnt", "net", "pid", "user", "uts")
@@ -264,3 +265,58 @@ def uts_hostnames(procs: list[ProcessFacts]) -> list[UtsNamespaceFacts]:
         seen.add(inode)
         out.append({"inode": inode, "hostname": name})
     return out
+
+
+# ---------------------------------------------------------------- containers
+
+
+class ContainerGroup:
+    """The processes of one pid namespace below the sandbox's (a container), as the
+    engine's facts listed them; `main` is its PID 1."""
+
+    def __init__(self, inode: int, level: int, main: ContainerProcessFacts,
+                 facts: ProcessFacts, members: list[int]):
+        self.inode = inode
+        self.level = level
+        self.main = main
+        self.facts = facts          # the main process's ProcessFacts
+        self.members = members      # host pids
+
+
+def container_groups(procs: list[ProcessFacts], init: ProcessFacts | None,
+                     limit: int) -> tuple[list[ContainerGroup], bool]:
+    """The containers among a sandbox's processes: each pid namespace other than the
+    sandbox init's that has its PID 1 among `procs`, at most `limit` of them (lowest
+    sandbox pid of their PID 1 first), and whether some were left out.
+
+    A container is a pid namespace, not any differing namespace: every engine gives one
+    (Docker, podman, runc, `unshare --pid --fork`), while a process merely in a mount or
+    network namespace of its own is a tool at work (`unshare -m`, `ip netns exec`, an
+    engine's own helpers), not a container. A container run with `--pid=host` is
+    therefore not listed."""
+    if init is None:
+        return [], False
+    own_pidns = init["namespaces"].get("pid")
+    base_level = len(init["nspids"])  # the sandbox init's pid namespace depth (host: 1)
+    by_host = {p["host_pid"]: p for p in procs}
+    members: dict[int, list[int]] = {}
+    mains: dict[int, ProcessFacts] = {}
+    for p in procs:
+        ns = p["namespaces"].get("pid")
+        if ns is None or ns == own_pidns or len(p["nspids"]) <= base_level:
+            continue
+        members.setdefault(ns, []).append(p["host_pid"])
+        if p["nspids"][-1] == 1:
+            mains[ns] = p
+    order = sorted(mains.items(), key=lambda item: item[1]["nspids"][base_level - 1])
+    out = []
+    for ns, p in order[:limit]:
+        parent = by_host.get(p["ppid"])
+        main: ContainerProcessFacts = {
+            "pid": p["nspids"][-1], "sandbox_pid": p["nspids"][base_level - 1],
+            "host_pid": p["host_pid"], "comm": p["comm"], "cmdline": p["cmdline"],
+            "parent_host_pid": p["ppid"],
+            "parent_comm": parent["comm"] if parent is not None else None}
+        out.append(ContainerGroup(ns, len(p["nspids"]) - base_level, main, p,
+                                  sorted(members[ns])))
+    return out, len(order) > limit

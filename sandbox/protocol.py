@@ -11,7 +11,7 @@ is free for unprivileged code.
 - `Reason`: the machine-readable cause every error answer carries (`{"error", "reason",
   "message", "field"}`). Callers branch on the reason, never on the message text, which
   is for people and may change.
-- `ProcessFacts`, `CgroupNode`, `InspectFacts`, ...: the host-side facts of
+- `ProcessFacts`, `CgroupNode`, `ContainerFacts`, `InspectFacts`, ...: the host-side facts of
   `GET /v1/sandboxes/ID/inspect`, built by the engine and read by the graders.
 - `RunFacts`, `SyscallFacts`, `TRACEABLE_SYSCALLS`: the answer of `POST .../run`, with the
   system calls of a traced run (`sandbox/tracing.py`).
@@ -88,6 +88,8 @@ class Reason(StrEnum):
     SANDBOX_UNRESPONSIVE = "sandbox_unresponsive"  # its processes or files kept a process
                                                    # from starting in it within the deadline
     AT_PROCESS_LIMIT = "at_process_limit"        # the sandbox's processes fill its pids limit
+    NO_ANSWER = "no_answer"                      # http_get: nothing at the port answered HTTP
+                                                 # in time (refused, reset, timed out, garbage)
     CONFLICT = "conflict"
     # 413, 503, 500
     TOO_LARGE = "too_large"
@@ -223,6 +225,56 @@ class RunFacts(TypedDict):
     trace_truncated: bool      # some calls were left out (too many, or too much output)
 
 
+class ContainerProcessFacts(TypedDict):
+    """A container's main process: PID 1 of its pid namespace."""
+
+    pid: int                    # in the container's own pid namespace (1)
+    sandbox_pid: int            # in the sandbox's pid namespace
+    host_pid: int
+    comm: str
+    cmdline: list[str]
+    parent_host_pid: int        # its parent (an engine's conmon, or the shell of `unshare`)
+    parent_comm: str | None
+
+
+class ContainerFacts(TypedDict):
+    """A container inside a sandbox, found from the kernel: a pid namespace other than the
+    sandbox's, with the processes in it. What an engine's store says (`id`, `name`,
+    `image`) is a label a learner can write: never proof of anything."""
+
+    pid_namespace: int          # inode
+    level: int                  # 1: made by the sandbox's root; 2: a container in one
+    main: ContainerProcessFacts
+    processes: list[int]        # host pids of every listed process in its pid namespace
+    namespaces: dict[str, int]  # its main process's, "net" -> inode
+    new_namespaces: list[str]   # the types (of cgroup ipc mnt net pid user uts) that differ
+                                # from the sandbox init's
+    cgroup: str | None          # the main process's CPU cgroup relative to the sandbox's,
+                                # e.g. "/libpod_parent/libpod-<id>"
+    cgroups: dict[str, str]     # controller -> path relative to the sandbox's; v2: "" -> path
+    limits: dict[str, int | float | str | bool | None]  # cgroupsbase.CONTAINER_LIMIT_KEYS
+    oom_kills: int | None       # OOM kills in its memory cgroup (None: not known)
+    sockets: list[SocketFacts]  # listening sockets of its network namespace
+    id: str | None              # label: the 64-hex id in its cgroup path, if any
+    name: str | None            # label: from the engine's store
+    image: str | None           # label: from the engine's store
+
+
+# `GET /v1/sandboxes/ID/ports/PORT/http`: bounds of the daemon's HTTP GET to a sandbox.
+HTTP_GET_MAX_BODY = 4 << 20
+HTTP_GET_MAX_TIMEOUT = 10.0
+
+
+class HttpFacts(TypedDict):
+    """`GET /v1/sandboxes/ID/ports/PORT/http`: what the host got from the sandbox's port."""
+
+    status: int
+    reason: str
+    headers: list[list[str]]   # [name, value] as sent, in order
+    body_b64: str              # the body's bytes, at most the limit asked for
+    truncated: bool            # the server sent more than the limit
+
+
 class InspectFacts(TypedDict):
     """`GET /v1/sandboxes/ID/inspect`."""
 
@@ -244,6 +296,8 @@ class InspectFacts(TypedDict):
     disk: int                             # bytes of the sandbox's disk quota
     net_namespaces: list[NetNamespaceFacts]
     uts_namespaces: list[UtsNamespaceFacts]
+    containers: list[ContainerFacts]      # pid namespaces other than the sandbox's
     truncated: list[str]                  # lists cut at their bound: "cgroups" (a v1
                                           # sandbox made more than cgroup v2 would let
-                                          # it), "processes", "net_namespaces"
+                                          # it), "processes", "net_namespaces",
+                                          # "containers"

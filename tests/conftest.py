@@ -90,6 +90,18 @@ class Daemon:
                               capture_output=True, timeout=120, cwd=ROOT)
 
 
+# A TCP server for a sandbox: accepts and closes, forever (until the sandbox goes).
+SERVE_SCRIPT = """
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", %d))
+s.listen(16)
+while True:
+    s.accept()[0].close()
+"""
+
+
 def sh(client, sid: str, script: str, *, timeout: float = 20, user=0) -> dict:
     """Run `sh -c script` as `user` in the sandbox; the result of client.run."""
     r = client.run(sid, ["sh", "-c", script], timeout=timeout, user=user)
@@ -130,6 +142,14 @@ def leftovers(name: str, state_dir: Path, tag: str) -> list[str]:
     losetup = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
     if str(state_dir) in losetup:
         found.append("loop device on " + str(state_dir))
+    # The daemon's host services (sandbox/services.py) run in their state dir.
+    for proc in Path("/proc").iterdir():
+        try:
+            cwd = os.readlink(proc / "cwd")
+        except (FileNotFoundError, PermissionError, NotADirectoryError, ProcessLookupError):
+            continue
+        if cwd == str(state_dir) or cwd.startswith(f"{state_dir}/"):
+            found.append(f"process {proc.name} in {cwd}")
     return found
 
 

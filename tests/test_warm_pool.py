@@ -119,3 +119,37 @@ def test_a_warm_sandbox_that_died_is_not_handed_out(sandboxd, client):
     finally:
         for sid in taken:
             client.destroy(sid, purge=True)
+
+
+def test_sandboxes_made_side_by_side_get_their_own_addresses(sandboxd, client):
+    """Creates beside the pool's refills (which boot side by side) each get an address of
+    their own, and each reaches its gateway (its ARP works: no other port claims its IP)."""
+    import threading
+
+    from sandbox.config import REGISTRY_PORT
+
+    made, errors = [], []
+
+    def one():
+        try:
+            made.append(client.create(cpus=0.5, memory="64m", pids=64, disk="64m"))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert not errors, errors
+        addresses = [sb["address"] for sb in made]
+        assert len(set(addresses)) == len(addresses), addresses
+        gateway = client.info()["subnet"].split("/")[0].rsplit(".", 1)[0] + ".1"
+        for sb in made:
+            r = client.run(sb["id"], ["sh", "-c", f"curl -s -m 5 -o /dev/null -w '%{{http_code}}' "
+                                                  f"http://{gateway}:{REGISTRY_PORT}/v2/"])
+            assert r["stdout"] == "200", (sb["address"], r)
+    finally:
+        for sb in made:
+            client.destroy(sb["id"], purge=True)

@@ -3,7 +3,7 @@
 Both sides start the same tree: the daemon's `host` image (its rootfs and its binds, the
 host's /usr) as overlays, which is how a sandbox mounts it (`--rootfs DIR:O`, `-v
 /usr:/usr:O`). The container gets podman's default network (a bridge, a veth, an address
-from host-local IPAM, NAT): the warm-up run prints eth0's address, and a run without one
+from host-local IPAM, NAT): the warm-up run reads its IPv4 address, and a run without one
 fails the measurement rather than timing a container that has no network. It gets the
 sandboxes' CPU, memory and process limits when the caller passes them (`Limits`).
 
@@ -17,7 +17,7 @@ The sequence, and what it leaves on the host (nothing of podman's state):
    netns handle and the overlay mounts podman makes all live there and die with it. A tmpfs
    over /var/lib/cni keeps CNI's IPAM records there too (/var/lib/cni and /run/netns are
    made first when missing, and removed again after when still empty).
-3. Inside: one warm-up run (`ip -4 -o addr show eth0`), then `runs` runs of `true`, each
+3. Inside: one warm-up run (reads the container's IPv4 address), then `runs` runs of `true`, each
    timed from the start of the `podman` process to its exit, so podman's own start-up is
    counted as a user feels it.
 4. After: the podman cgroup parent (`/nslab-bench-podman-<pid>` in each hierarchy; podman
@@ -75,7 +75,7 @@ class PodmanTiming:
     p95_ms: float
     runs: int
     runtime: str
-    address: str          # eth0's address in the warm-up container: it had a network
+    address: str          # its IPv4 address in the warm-up container: it had a network
     times_ms: list[float]
 
 
@@ -206,6 +206,19 @@ def remove_cgroup_parent(cgroup_parent: str, wait_s: float = 10.0) -> None:
                     time.sleep(0.05)
 
 
+def local_address(fib_trie: str) -> str | None:
+    """The first local IPv4 address other than loopback in /proc/net/fib_trie's text (an
+    address is a `|-- A.B.C.D` line followed by `/32 host LOCAL`)."""
+    last = None
+    for line in fib_trie.splitlines():
+        line = line.strip()
+        if line.startswith("|-- "):
+            last = line[4:]
+        elif line == "/32 host LOCAL" and last and not last.startswith("127."):
+            return last
+    return None
+
+
 def _inside(spec: dict) -> None:
     """Run in the bench's own network and mount namespaces (see the module docstring)."""
     # CNI's IPAM records its leases under /var/lib/cni: keep them in this namespace.
@@ -223,10 +236,10 @@ def _inside(spec: dict) -> None:
             sys.exit(f"{' '.join(argv)}\nexit {proc.returncode}: {proc.stderr.strip()}")
         return proc
 
-    warm = run(["ip", "-4", "-o", "addr", "show", "eth0"]).stdout.split()
-    if "inet" not in warm:
-        sys.exit(f"the container had no IPv4 address on eth0: {' '.join(warm)!r}")
-    address = warm[warm.index("inet") + 1]
+    # The kernel's own table, not `ip`: a minimal image (debian:bookworm) has no iproute2.
+    address = local_address(run(["cat", "/proc/net/fib_trie"]).stdout)
+    if address is None:
+        sys.exit("the container had no IPv4 address but loopback")
     times = []
     for _ in range(spec["runs"]):
         t0 = time.perf_counter()

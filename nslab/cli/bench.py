@@ -1,4 +1,4 @@
-"""`nslab bench sandbox|terminal|grading`: the benchmarks (nslab.bench), their options and
+"""`nslab bench sandbox|docker|terminal|grading`: the benchmarks (nslab.bench), their options and
 how their figures are printed."""
 
 from __future__ import annotations
@@ -9,6 +9,9 @@ import signal
 import sys
 from pathlib import Path
 
+from nslab.bench.docker import IMAGES_SRC
+from nslab.bench.docker import BenchError as DockerBenchError
+from nslab.bench.docker import bench_docker
 from nslab.bench.grading import BenchError as GradingBenchError
 from nslab.bench.grading import bench_grading
 from nslab.bench.sandbox import bench_sandbox
@@ -26,12 +29,28 @@ def cmd_bench_sandbox(args) -> int:
                                background=args.background, interval=args.interval)
     except ValueError as e:  # a bad --count or --interval: nothing was created
         raise CommandError(str(e)) from None
-    if args.json:
+    return _print_figures(result, args.json)
+
+
+def _print_figures(result: dict, as_json: bool) -> int:
+    if as_json:
         print(json.dumps(result, indent=2))
     else:
         for k, v in result.items():
             print(f"{k:28} {v}")
     return 0
+
+
+def cmd_bench_docker(args) -> int:
+    try:
+        result = bench_docker(Client(args.socket), runs=args.runs,
+                              images_src=Path(args.images_src))
+    except ValueError as e:  # a bad --runs: nothing was created
+        raise CommandError(str(e)) from None
+    except DockerBenchError as e:
+        print(f"nslab: bench docker: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    return _print_figures(result, args.json)
 
 
 def cmd_bench_terminal(args) -> int:
@@ -124,6 +143,14 @@ def add_bench_commands(sub) -> None:
                           "0: back to back, which outruns the warm pool)")
     bsb.add_argument("--json", action="store_true")
     bsb.set_defaults(func=cmd_bench_sandbox)
+    bsd = bs.add_parser("docker", help="the container engine inside a sandbox: docker run, "
+                        "pull, build and memory, against podman run on the host")
+    add_socket(bsd)
+    bsd.add_argument("--runs", type=int, default=10, help="timed `docker run`s (default 10)")
+    bsd.add_argument("--images-src", default=str(IMAGES_SRC),
+                     help="where scripts/setup built the images (default %(default)s)")
+    bsd.add_argument("--json", action="store_true")
+    bsd.set_defaults(func=cmd_bench_docker)
     bst = bs.add_parser("terminal", help="keystroke-to-echo latency through a running web "
                         "app's terminals, and its memory while one terminal floods")
     bst.add_argument("--url", default="http://127.0.0.1:8000", help="the running web app")

@@ -24,7 +24,8 @@ from .common import add_socket, print_json, table
 def cmd_create(args) -> int:
     params = {"image": args.image, "cpus": args.cpus, "memory": args.memory, "pids": args.pids,
               "disk": args.disk, "hostname": args.hostname, "home": args.home,
-              "cpu_weight": args.cpu_weight, "cpuset": args.cpuset, "swap": args.swap}
+              "cpu_weight": args.cpu_weight, "cpuset": args.cpuset, "swap": args.swap,
+              "containers": args.containers or None}
     sb = Client(args.socket).create(**params)
     if args.json:
         print_json(sb)
@@ -203,6 +204,9 @@ def add_sandbox_commands(sub) -> None:
     c.add_argument("--disk", help="size of the writable layer, e.g. 1g")
     c.add_argument("--hostname")
     c.add_argument("--home", help="name of a persistent home volume mounted at /root")
+    c.add_argument("--containers", action="store_true",
+                   help="run a container engine inside (podman, `docker`): image storage "
+                        "on the sandbox's disk, devices cgroup; give it about 1g memory")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_create)
 

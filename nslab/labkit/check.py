@@ -1,8 +1,10 @@
 """The author's API for checks (docs/authoring.md): what a check may look at and do.
 
 A check gets a `SandboxView`: the kernel's view of the sandbox as sandboxd reads it from
-the host (processes, namespaces, the cgroup tree with limits and usage, sockets, files
-resolved inside the sandbox's root) plus a way to run a command inside as the grader.
+the host (processes, namespaces, the cgroup tree with limits and usage, sockets, the
+containers inside with their limits, files resolved inside the sandbox's root), an HTTP
+GET to the sandbox's address made from the host side, and a way to run a command inside
+as the grader.
 Nothing a learner writes inside can change what the host reads from /proc and the cgroup
 filesystems, which is why checks should grade those facts. The facts are the TypedDicts
 of `sandbox.protocol`, read by key: a key the protocol guarantees is never defaulted.
@@ -10,14 +12,16 @@ of `sandbox.protocol`, read by key: a key the protocol guarantees is never defau
 
 from __future__ import annotations
 
+import base64
 import math
 import time
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 
-from sandbox.errors import NotFound
-from sandbox.protocol import (CgroupNode, InspectFacts, InterfaceFacts, NetNamespaceFacts,
-                              ProcessFacts, Reason, SocketFacts, SyscallFacts)
+from sandbox.errors import Conflict, NotFound
+from sandbox.protocol import (CgroupNode, ContainerFacts, HttpFacts, InspectFacts,
+                              InterfaceFacts, NetNamespaceFacts, ProcessFacts, Reason,
+                              SocketFacts, SyscallFacts)
 
 
 class Fail(Exception):
@@ -77,6 +81,40 @@ class RunResult:
         succeeded (ok=True) or failed (ok=False) if asked."""
         return [c for c in self.syscalls if c.name == name
                 and (flag is None or flag in c.flags) and (ok is None or c.ok == ok)]
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    """What `SandboxView.http_get` got from a server in the sandbox: `status` (200),
+    `headers` (lower-case names; the last value of a repeated one), `body` (bytes, at most
+    the limit asked for), `truncated`."""
+
+    status: int
+    reason: str
+    headers: dict[str, str]
+    body: bytes
+    truncated: bool
+
+    @classmethod
+    def from_facts(cls, facts: HttpFacts) -> HttpResponse:
+        return cls(facts["status"], facts["reason"],
+                   {k.lower(): v for k, v in facts["headers"]},
+                   base64.b64decode(facts["body_b64"]), facts["truncated"])
+
+    @property
+    def text(self) -> str:
+        return self.body.decode(errors="replace")
+
+
+def _image_matches(label: str | None, wanted: str) -> bool:
+    if label is None:
+        return False
+    if label == wanted:
+        return True
+    # "docker.io/library/nginx:latest" is what "nginx" and "nginx:latest" name.
+    repo, _, tag = label.rpartition(":") if ":" in label.rsplit("/", 1)[-1] else (label, "", "")
+    short = repo.rsplit("/", 1)[-1]
+    return wanted in (repo, short, f"{short}:{tag}") if tag else wanted in (repo, short)
 
 
 class Process:
@@ -140,6 +178,62 @@ class Cgroup:
 
     def __repr__(self) -> str:
         return f"<Cgroup {self.path}>"
+
+
+@dataclass(frozen=True)
+class ContainerProcess:
+    """A container's main process: `pid` in the container (1), `sandbox_pid` in the
+    sandbox, `host_pid`, `comm`, `cmdline`, and its parent (`parent_comm`: "conmon" for
+    podman's containers)."""
+
+    pid: int
+    sandbox_pid: int
+    host_pid: int
+    comm: str
+    cmdline: tuple[str, ...]
+    parent_host_pid: int
+    parent_comm: str | None
+
+
+class Container:
+    """A container inside the sandbox as the host finds it in the kernel: a pid namespace
+    below the sandbox's, its main process (PID 1 there), its namespaces, its cgroup and
+    every limit Docker's flags set there (`limits`: see `CONTAINER_LIMIT_KEYS` in
+    docs/authoring.md), its listening sockets and OOM kills. `name`, `image` and `id`
+    come from the engine's store, which the learner can write: use them to find a
+    container, never as proof that it was made right."""
+
+    def __init__(self, facts: ContainerFacts):
+        self.info = facts
+        m = facts["main"]
+        self.main = ContainerProcess(m["pid"], m["sandbox_pid"], m["host_pid"], m["comm"],
+                                     tuple(m["cmdline"]), m["parent_host_pid"],
+                                     m["parent_comm"])
+        self.pid_namespace: int = facts["pid_namespace"]
+        self.level: int = facts["level"]
+        self.processes: list[int] = facts["processes"]  # host pids
+        self.namespaces: dict[str, int] = facts["namespaces"]
+        self.new_namespaces: frozenset[str] = frozenset(facts["new_namespaces"])
+        self.cgroup: str | None = facts["cgroup"]
+        self.cgroups: dict[str, str] = facts["cgroups"]
+        # Open-ended: a limit this host's cgroup version lacks is not a key.
+        self.limits: dict = facts["limits"]
+        self.oom_kills: int | None = facts["oom_kills"]
+        self.sockets: list[SocketFacts] = facts["sockets"]
+        self.id: str | None = facts["id"]
+        self.name: str | None = facts["name"]
+        self.image: str | None = facts["image"]
+
+    @property
+    def cpus(self) -> float | None:
+        return self.limits.get("cpus")
+
+    def listens(self, port: int, proto: str = "tcp") -> bool:
+        """Whether a socket in the container's network namespace listens on `port`."""
+        return any(s["port"] == port and s["proto"] == proto for s in self.sockets)
+
+    def __repr__(self) -> str:
+        return f"<Container {self.name or self.id or self.pid_namespace} {self.main.comm}>"
 
 
 def parents(path: str) -> list[str]:
@@ -242,6 +336,31 @@ class SandboxView:
         return self.limit_of(proc, "cpus", "cpu")
 
     @property
+    def containers(self) -> list[Container]:
+        """The containers inside the sandbox, found from the kernel (`Container`)."""
+        return [Container(c) for c in self.facts["containers"]]
+
+    def container(self, name: str | None = None, image: str | None = None,
+                  port: int | None = None) -> Container | None:
+        """The first container with this name label, image label (with or without its
+        registry and tag: "nginx" finds "docker.io/library/nginx:latest") and listening
+        port, each where given; None if there is none."""
+        for c in self.containers:
+            if name is not None and c.name != name:
+                continue
+            if image is not None and not _image_matches(c.image, image):
+                continue
+            if port is not None and not c.listens(port):
+                continue
+            return c
+        return None
+
+    def processes_of(self, container: Container) -> list[Process]:
+        """The sandbox's processes that are in `container`'s pid namespace."""
+        pids = set(container.processes)
+        return [p for p in self.processes() if p.host_pid in pids]
+
+    @property
     def sockets(self) -> list[SocketFacts]:
         return self.facts["sockets"]
 
@@ -289,6 +408,23 @@ class SandboxView:
         (`{key: [Process]}`), how often they were runnable, and the CFS throttling of the
         cgroups at `cgroups` (paths as seen inside)."""
         return CpuMeter(self, groups, cgroups)
+
+    def http_get(self, port: int, path: str = "/", *, timeout: float = 3.0,
+                 limit: int = 1 << 20) -> HttpResponse | None:
+        """GET `path` from TCP `port` at the sandbox's address, from the host side (through
+        sandboxd, which reaches the sandbox's bridge wherever the grader runs): what a
+        browser on the host would get from a published port (`docker run -p 8080:80`).
+        At most `limit` bytes of body (`truncated` says if there was more) within
+        `timeout` seconds; no redirect is followed. None when nothing answered HTTP in
+        time (refused, reset, silent, not HTTP): the learner's server is not up."""
+        try:
+            facts = self.client.http_get(self.id, port, path, timeout=self._budget(timeout),
+                                         limit=limit)
+        except Conflict as e:
+            if e.reason == Reason.NO_ANSWER:
+                return None
+            raise
+        return HttpResponse.from_facts(facts)
 
     # -- inside the sandbox
     def read_file(self, path: str, pid: int | None = None, limit: int = 1 << 20) -> bytes:

@@ -25,7 +25,8 @@ from .params import (END_DIRECTIVE_RE, EXERCISE_DIRECTIVE_RE, ONLY_DIRECTIVE_RE,
                      PLACEHOLDER_RE, directive_lines, text_lines)
 
 PARAM_RE = re.compile(r"^[a-z_][a-z0-9_]{0,31}$")
-SANDBOX_KEYS = {"image", "cpus", "memory", "pids", "disk", "swap", "cpu_weight", "cpuset"}
+SANDBOX_KEYS = {"image", "cpus", "memory", "pids", "disk", "swap", "cpu_weight", "cpuset",
+                "containers"}
 PARAM_KINDS = {"choice", "word", "int", "token"}
 # A Markdown image or link, `![alt](url` / `[text](url`, and a reference definition.
 LINK_RE = re.compile(r"(!?)\[[^\]]*\]\(\s*<?([^)\s>]+)")
@@ -233,7 +234,11 @@ def _sandbox(r: _Reader, node: Node | None) -> dict:
     values = r.mapping(node, SANDBOX_KEYS, set(), "sandbox")
     out = {}
     for key, value in values.items():
-        if not isinstance(value.value, (str, int, float)) or isinstance(value.value, bool):
+        if key == "containers":
+            if not isinstance(value.value, bool):
+                r.error(value.line, "sandbox containers must be true or false")
+                continue
+        elif not isinstance(value.value, (str, int, float)) or isinstance(value.value, bool):
             r.error(value.line, f"sandbox {key} must be a number or a string like 512m")
             continue
         out[key] = value.value

@@ -9,14 +9,17 @@ This runs in a fresh child C of the spawner (`server.py` forks it), still host r
   2. In a private staging mount namespace, owned by the host's user namespace, C mounts
      the root filesystem: each image layer is an id-shifted (idmapped) read-only bind
      under an overlay whose upper dir is in the sandbox's storage volume; the home volume
-     is bound id-shifted at /root.
+     is bound id-shifted at /root, and a `containers` sandbox's image storage (a directory
+     of its volume: an engine's overlay cannot have its upper dir on overlayfs) at
+     /var/lib/containers.
   3. A helper child K enters the user namespace and unshares uts, ipc, net, cgroup and
      pid namespaces, so that they are owned by the sandbox's root (the learner configures
      its own interfaces and hostname); its child G is PID 1 and waits (`pid1`). C, still
      host root, joins G's namespaces but user and mount (`join_namespaces_of`) and forks P.
   4. P, host root in the staging mount namespace (PID 2 inside), mounts /proc, /sys
      (read-only), /dev, devpts (at most `spec.MAX_PTYS` terminals), cgroupfs, masks
-     Docker's masked paths, hides a full proc and read-only sysfs under a locked cover
+     Docker's masked paths, makes /proc/sys read-only but /proc/sys/net (the sandbox's
+     own network namespace's), hides a full proc and read-only sysfs under a locked cover
      (`mount_unmasked`), pivot_root()s, then enters the user namespace and unshares its
      mount namespace: copied into a namespace of a less privileged user namespace, every
      mount is locked (MNT_LOCKED with its read-only, nosuid... flags: fs/namespace.c
@@ -50,6 +53,14 @@ MASKED_PATHS = (
     "sys/firmware", "sys/devices/virtual/powercap",
 )
 READONLY_PATHS = ("proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger")
+# Writable again under a read-only one: /proc/sys/net shows the opener's network namespace,
+# the sandbox's own, whose sysctls its root may set (the kernel checks CAP_NET_ADMIN over
+# that namespace: net/sysctl_net.c); container engines write them (ping_group_range, a
+# published port's route_localnet). The host-wide ones a non-initial namespace lists
+# (net.core.rmem_max, nf_conntrack_max...) are read-only there (mode 0444), whoever asks.
+WRITABLE_PATHS = ("proc/sys/net",)
+# Where a `containers` sandbox's image storage is bound.
+CONTAINERS_TARGET = "var/lib/containers"
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 DEV_LINKS = (("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
              ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))
@@ -335,6 +346,11 @@ def mask_paths(rootfs: str) -> None:
             libc.mount(path, path, None, libc.MS_BIND | libc.MS_REC)
             libc.mount(None, path, None,
                        libc.MS_BIND | libc.MS_REMOUNT | libc.MS_RDONLY | libc.MS_REC | PROC_FLAGS)
+    for rel in WRITABLE_PATHS:
+        path = f"{rootfs}/{rel}"
+        if os.path.exists(path):
+            libc.mount(path, path, None, libc.MS_BIND)
+            libc.mount(None, path, None, libc.MS_BIND | libc.MS_REMOUNT | PROC_FLAGS)
 
 
 def mount_unmasked(rootfs: str, owner: int) -> None:
@@ -356,6 +372,15 @@ def mount_unmasked(rootfs: str, owner: int) -> None:
     libc.mount("sysfs", f"{base}/sys", "sysfs", PROC_FLAGS | libc.MS_RDONLY)
     libc.mount("tmpfs", base, "tmpfs", PROC_FLAGS | libc.MS_RDONLY,
                f"size=4k,mode=555,uid={owner},gid={owner}")
+
+
+def bind_containers(source: str, rootfs: str, userns: int) -> None:
+    """The image storage `source` (host root's on disk: root's inside) bound id-shifted at
+    `CONTAINERS_TARGET`. Its mount point is made in the overlay as host root: unmapped
+    inside, and covered by the bind."""
+    target = f"{rootfs}/{CONTAINERS_TARGET}"
+    os.makedirs(target, 0o700, exist_ok=True)
+    libc.idmapped_bind(source, target, userns)
 
 
 def pivot_root_here() -> None:
@@ -415,6 +440,8 @@ def build_in_userns(w: int, spec: BootSpec, userns: int, start_helper: Callable[
             mount_layer(d, i, layer.lower, target, userns)
         if spec.home:
             libc.idmapped_bind(spec.home.source, f"{rootfs}/{spec.home.target}", userns)
+        if spec.containers:
+            bind_containers(spec.containers, rootfs, userns)
         # P works relative to its working directory, the overlay's root: pivot_root(".", ".")
         os.chdir(rootfs)
     # P hands G the locked mount namespace over it (an fd; only a socket carries one).

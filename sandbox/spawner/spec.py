@@ -96,6 +96,7 @@ class BootSpec:
     shm_size: int
     slot: str | None = None
     max_ptys: int = MAX_PTYS  # its devpts instance's `max=`
+    containers: str | None = None  # a host directory bound id-shifted at /var/lib/containers
 
     @classmethod
     def from_wire(cls, fields: dict) -> BootSpec:
