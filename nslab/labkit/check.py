@@ -23,6 +23,8 @@ from sandbox.protocol import (CgroupNode, ContainerFacts, HttpFacts, InspectFact
                               InterfaceFacts, NetNamespaceFacts, ProcessFacts, Reason,
                               SocketFacts, SyscallFacts)
 
+from .images import Image, StoreUnreadable, read_images
+
 
 class Fail(Exception):
     """Raised by a check: the task is not done. The message is shown to the learner."""
@@ -245,6 +247,11 @@ def parents(path: str) -> list[str]:
     return out
 
 
+# The store's index files grow by ~2 KiB per image; a learner's store that needs more than
+# this is not one a check should parse.
+MAX_STORE_BYTES = 4 << 20
+
+
 class SandboxView:
     """What a check may look at and do (see docs/authoring.md for the table)."""
 
@@ -354,6 +361,22 @@ class SandboxView:
                 continue
             return c
         return None
+
+    def images(self) -> list[Image]:
+        """The images in the sandbox's container store (`nslab.labkit.images.Image`), read
+        from the host; [] when nothing was pulled or built. The learner can write the store:
+        compare what it says with a truth the host holds (the registry's digest, a running
+        container), and never take its word alone."""
+        try:
+            return read_images(lambda path: self.read_file(path, limit=MAX_STORE_BYTES))
+        except StoreUnreadable as e:
+            raise Fail(f"Your container store cannot be read: {e}. Remove the images with "
+                       "`docker rmi -af` (or reset the sandbox) and pull again.") from None
+
+    def image(self, name: str) -> Image | None:
+        """The image Docker would run for `name` ("nginx" is nginx:latest, "testnginx:3"
+        the local build tagged 3), or None."""
+        return next((i for i in self.images() if i.named(name)), None)
 
     def processes_of(self, container: Container) -> list[Process]:
         """The sandbox's processes that are in `container`'s pid namespace."""
