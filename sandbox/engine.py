@@ -36,7 +36,7 @@ from .cgroups import Limits
 from .cgroups import detect as detect_cgroups
 from .config import UID_BLOCK, HostConfig, hosts_entry
 from .errors import Conflict, HostUnsupported, InvalidRequest, NotFound, SandboxError
-from .images import ImageStore, shadowing_paths
+from .images import DOCKER_SHIM_PATH, ImageStore, docker_shim, shadowing_paths
 from .network import Network
 from .payloads import CreateRequest, ExecRequest, FileQuery, check_sandbox_id
 from .protocol import (HTTP_GET_MAX_BODY, HTTP_GET_MAX_TIMEOUT, ContainerFacts, HttpFacts,
@@ -393,8 +393,15 @@ class Engine:
             os.chown(vol / "upper" / str(i), base, base)
             os.chmod(vol / "upper" / str(i), 0o755)
         if rec.image == "host":
-            for rel in shadowing_paths():
-                self._hide(vol, layers, rel, base)
+            try:
+                for rel in shadowing_paths():
+                    self._hide(vol, layers, rel, base)
+                if rec.containers and (shim := docker_shim()) is not None:
+                    self._place(vol, layers, DOCKER_SHIM_PATH, base, shim)
+            except OSError as e:
+                # A link or file the learner left where a directory was (ELOOP, ENOTDIR):
+                # their sandbox boots as they made it.
+                log.warning("sandbox %s: its docker commands left as they are: %s", rec.id, e)
         etc = vol / "upper" / "0" / "etc"
         etc.mkdir(exist_ok=True)
         os.chown(etc, base, base)
@@ -414,18 +421,63 @@ class Engine:
     def _hide(vol: Path, layers: list[Layer], rel: str, owner: int) -> None:
         """Hide host path `rel` inside: an overlay whiteout (a 0:0 character device) in the
         upper dir of the layer it lies in, its parents made as root's inside."""
+        dfd, name = Engine._upper_parent(vol, layers, rel, owner)
+        try:
+            os.mknod(name, 0o600 | stat.S_IFCHR, os.makedev(0, 0), dir_fd=dfd)
+        except FileExistsError:
+            pass
+        finally:
+            os.close(dfd)
+
+    @staticmethod
+    def _place(vol: Path, layers: list[Layer], rel: str, owner: int, text: str) -> None:
+        """An executable file at `rel` inside, root's there (the learner may change it: it
+        is theirs, like the rest of their sandbox), over whatever the upper dir has there
+        (a whiteout of `_hide`, the learner's own file)."""
+        dfd, name = Engine._upper_parent(vol, layers, rel, owner)
+        try:
+            try:
+                os.unlink(name, dir_fd=dfd)
+            except FileNotFoundError:
+                pass
+            except IsADirectoryError:
+                return  # the learner made a directory of it: theirs to keep
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755,
+                         dir_fd=dfd)
+            try:
+                os.write(fd, text.encode())
+                os.fchown(fd, owner, owner)
+                os.fchmod(fd, 0o755)
+            finally:
+                os.close(fd)
+        finally:
+            os.close(dfd)
+
+    @staticmethod
+    def _upper_parent(vol: Path, layers: list[Layer], rel: str, owner: int) -> tuple[int, str]:
+        """(an fd of the directory, name) where host path `rel` lies in the upper dir of
+        the layer that holds it; missing parents made as root's inside. The upper dir is
+        the learner's to write between boots: every part is opened without following a
+        link, so a link planted there cannot lead this host-root write out of it."""
         i, layer = max(((i, l) for i, l in enumerate(layers)
                         if not l.target or rel.startswith(l.target + "/")),
                        key=lambda il: len(il[1].target))
-        path = vol / "upper" / str(i) / (rel[len(layer.target) + 1:] if layer.target else rel)
-        parent = vol / "upper" / str(i)
-        for part in path.parent.relative_to(parent).parts:
-            parent = parent / part
-            if not parent.is_dir():
-                parent.mkdir(mode=0o755)
-                os.chown(parent, owner, owner)
-        if not os.path.lexists(path):
-            os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(0, 0))
+        parts = (rel[len(layer.target) + 1:] if layer.target else rel).split("/")
+        dfd = os.open(vol / "upper" / str(i), os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            for part in parts[:-1]:
+                try:
+                    os.mkdir(part, 0o755, dir_fd=dfd)
+                    os.chown(part, owner, owner, dir_fd=dfd, follow_symlinks=False)
+                except FileExistsError:
+                    pass
+                nfd = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dfd)
+                os.close(dfd)
+                dfd = nfd
+        except OSError:
+            os.close(dfd)
+            raise
+        return dfd, parts[-1]
 
     async def _boot(self, rec: SandboxRecord, slot: WarmSlot | None = None) -> None:
         """Start PID 1 and the network for a record whose volume exists. With a warm `slot`

@@ -101,16 +101,35 @@ def test_image_storage_is_native_overlay_on_the_sandbox_volume(client, cbox):
 
 
 def test_docker_is_podman_docker_and_nothing_shadows_it(client, cbox):
-    """`docker` inside is /usr/bin/docker (podman-docker), even where the host has another
+    """`docker` inside is nslab's small /usr/local/sbin/docker in front of podman-docker's
+    /usr/bin/docker (it only makes `rm` kill at once), even where the host has another
     docker earlier in PATH (/usr/local/bin), and it prints no emulation notice."""
     sid = cbox["id"]
-    assert ok(client, sid, "command -v docker").strip() == "/usr/bin/docker"
-    assert ok(client, sid, "bash -lc 'command -v docker'").strip() == "/usr/bin/docker"
+    assert ok(client, sid, "command -v docker").strip() == "/usr/local/sbin/docker"
+    assert ok(client, sid, "bash -lc 'command -v docker'").strip() == "/usr/local/sbin/docker"
+    assert "exec /usr/bin/docker" in ok(client, sid, "cat /usr/local/sbin/docker")
     r = sh(client, sid, f"docker images --format '{{{{.Repository}}}}'")
     assert r["exit_code"] == 0 and f"localhost/{IMAGE}" in r["stdout"].split()
     assert "Emulate" not in r["stderr"], r["stderr"]
     if os.path.exists("/usr/local/bin/docker"):
         assert sh(client, sid, "test -e /usr/local/bin/docker")["exit_code"] != 0
+
+
+def test_rm_force_kills_at_once_as_dockers_does(client, cbox):
+    """A PID 1 that ignores SIGTERM (a shell loop, sleep): Docker's `rm -f` kills it at
+    once; podman's alone waited the 10 s stop timeout (10.9-13.1 s measured). `docker stop`
+    keeps its grace period."""
+    sid = cbox["id"]
+    ok(client, sid, f"docker run -d --name loop {IMAGE} sh -c 'while :; do :; done'")
+    t = time.monotonic()
+    docker(client, sid, "docker rm -f loop", timeout=30)
+    took = time.monotonic() - t
+    assert took < 5, f"docker rm -f took {took:.1f} s"
+    assert "loop" not in ok(client, sid, "docker ps -a --format '{{.Names}}'").split()
+    ok(client, sid, f"docker container run -d --name loop2 {IMAGE} sleep 1000")
+    t = time.monotonic()
+    docker(client, sid, "docker container rm --force loop2", timeout=30)
+    assert time.monotonic() - t < 5
 
 
 def test_run_rm_detached_ps_inspect(client, cbox, sandboxd):
@@ -373,6 +392,26 @@ def test_measure_run_rm_inside_and_on_the_host(client, cbox, tmp_path, record_pr
     print("docker run --rm true, p50 ms:", {k: round(v * 1000) for k, v in p50.items()})
     inside_p50 = p50["inside"]
     assert inside_p50 < 5.0
+
+
+def test_a_link_planted_in_the_upper_dir_cannot_lead_a_restart_out(client):
+    """Between boots the sandbox's upper dir is the learner's: a link where
+    /usr/local/sbin was must not turn the engine's writes at boot (the whiteout hiding a
+    host docker, nslab's `docker`) into writes on the host. The restarted sandbox boots as
+    the learner left it, and nothing appears in the link's target on the host."""
+    target = Path(tempfile.mkdtemp(prefix="nslab-planted-"))
+    sb = client.create(memory="512m", disk="512m", containers=True)
+    try:
+        ok(client, sb["id"], f"rm -rf /usr/local/sbin /usr/local/bin && "
+                             f"ln -s {target} /usr/local/sbin && ln -s {target} /usr/local/bin")
+        client.stop(sb["id"])
+        client.start(sb["id"])
+        assert list(target.iterdir()) == []
+        assert ok(client, sb["id"], "readlink /usr/local/sbin").strip() == str(target)
+        assert ok(client, sb["id"], "echo alive") == "alive\n"
+    finally:
+        client.destroy(sb["id"], purge=True)
+        shutil.rmtree(target, ignore_errors=True)
 
 
 def test_images_survive_stop_and_start(client):
