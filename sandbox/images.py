@@ -88,7 +88,16 @@ DOCKER_SHIM = f"""#!/bin/sh
 if [ "$1" = rm ] || [ "$1 $2" = "container rm" ]; then
   [ "$1" = container ] && shift
   shift
-  exec {DOCKER} rm --time 0 "$@"
+  for arg in "$@"; do
+    case "$arg" in
+      --) break ;;
+      # podman refuses --time without --force: only a forced rm gets it.
+      --force|--force=true) exec {DOCKER} rm --time 0 "$@" ;;
+      --*) ;;
+      -*f*) exec {DOCKER} rm --time 0 "$@" ;;
+    esac
+  done
+  exec {DOCKER} rm "$@"
 fi
 exec {DOCKER} "$@"
 """

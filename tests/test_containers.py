@@ -130,6 +130,14 @@ def test_rm_force_kills_at_once_as_dockers_does(client, cbox):
     t = time.monotonic()
     docker(client, sid, "docker container rm --force loop2", timeout=30)
     assert time.monotonic() - t < 5
+    # Without -f it is podman's own rm (which refuses --time without --force).
+    ok(client, sid, f"docker run --name done {IMAGE} true")
+    docker(client, sid, "docker rm done")
+    docker(client, sid, f"docker run --name done2 {IMAGE} true && docker rm -v done2")
+    r = sh(client, sid, f"docker run -d --name up {IMAGE} sleep 1000 && docker rm up")
+    assert r["exit_code"] != 0  # a running container needs -f, as with Docker
+    docker(client, sid, "docker rm -vf up", timeout=30)
+    assert ok(client, sid, "docker ps -aq") == ""
 
 
 def test_run_rm_detached_ps_inspect(client, cbox, sandboxd):
