@@ -303,6 +303,10 @@ class Daemon:
                 except SandboxError as e:
                     await ws.send_bytes(bytes([Channel.STDERR])
                                         + f"nslab: {e.message}\n".encode())
+                if channel == Channel.STDIN and not readonly:
+                    # Backpressure: the next frame is read once the process has taken
+                    # this input, so a writer faster than the process waits on the socket.
+                    await session.stdin_room()
         finally:
             writer.cancel()
             att.close()

@@ -45,6 +45,13 @@ UNCLAIMED_LIMIT = 1024 * 1024
 PACE_RATE = 2 * 1024 * 1024  # bytes a second a terminal's flood is read at
 PACE_BURST = 1024 * 1024     # bytes read at full speed before pacing starts
 PACE_STEP = 0.02             # a paced read pauses at least this long (bigger batches)
+# Input written to a process: past STDIN_HIGH buffered, its stream waits (up to STDIN_WAIT)
+# until the process has read down to STDIN_LOW before taking the next frame; STDIN_MAX is
+# what may be buffered at all (a frame past it is refused with a notice).
+STDIN_HIGH = 1024 * 1024
+STDIN_LOW = 256 * 1024
+STDIN_MAX = 4 * 1024 * 1024
+STDIN_WAIT = 20.0
 EXIT_GRACE = 0.2  # after the process exits, how long to wait for its output to drain
 SIGNALS = {"INT": signal.SIGINT, "TERM": signal.SIGTERM, "KILL": signal.SIGKILL,
            "HUP": signal.SIGHUP, "QUIT": signal.SIGQUIT, "TSTP": signal.SIGTSTP,
@@ -109,6 +116,10 @@ class ExecSession:
         self._reading: set[int] = set()
         self._open_streams: dict[int, int] = {}  # fd -> channel
         self._stdin_buf = bytearray()
+        # Set while the input buffer is under STDIN_LOW (or the process can take no more):
+        # the attach stream reads its next frame only then (`stdin_room`).
+        self._stdin_room = asyncio.Event()
+        self._stdin_room.set()
         self._tokens = float(PACE_BURST)  # terminal output that may be read before pacing
         self._tokens_at = time.monotonic()
         self._paced = False               # reading paused until tokens come back
@@ -246,11 +257,23 @@ class ExecSession:
         fd = self.handle.master if self.tty else self.handle.stdin
         if fd is None or self._closed:
             raise Conflict("this process's input is closed")
-        if len(self._stdin_buf) + len(data) > 4 * 1024 * 1024:
+        if len(self._stdin_buf) + len(data) > STDIN_MAX:
             raise Conflict("input is arriving faster than the process reads it",
                            reason=Reason.BUSY)
         self._stdin_buf += data
         self._flush_stdin()
+        if len(self._stdin_buf) > STDIN_HIGH:
+            self._stdin_room.clear()
+
+    async def stdin_room(self, timeout: float = STDIN_WAIT) -> None:
+        """Until the process has read its input down to STDIN_LOW (at most `timeout`): the
+        attach stream waits here before its next frame, so a fast writer is slowed by the
+        socket rather than losing what STDIN_MAX cannot hold. A process that stops reading
+        for longer gets the old answer on the next frame past STDIN_MAX."""
+        try:
+            await asyncio.wait_for(self._stdin_room.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
 
     def _flush_stdin(self) -> None:
         fd = self.handle.master if self.tty else self.handle.stdin
@@ -265,9 +288,12 @@ class ExecSession:
             except OSError as e:
                 if e.errno in (errno.EPIPE, errno.EIO):
                     self._stdin_buf.clear()
+                    self._stdin_room.set()
                     return
                 raise
             del self._stdin_buf[:n]
+            if len(self._stdin_buf) <= STDIN_LOW:
+                self._stdin_room.set()
 
     def _on_writable(self, fd: int) -> None:
         self._loop.remove_writer(fd)
@@ -324,6 +350,7 @@ class ExecSession:
         for fd in list(self._open_streams):
             self._drain(fd)
         self.finished.set()
+        self._stdin_room.set()  # nobody may read it now: never hold a stream on it
         payload = json.dumps({"exit_code": self.exit_code}).encode()
         for att in list(self.attachments):
             att.feed(Channel.EXIT, payload)
@@ -349,6 +376,7 @@ class ExecSession:
             for fd in list(self._reading):
                 self._stop_reading(fd)
         self._closed = True
+        self._stdin_room.set()
         h = self.handle
         for fd in {h.master, h.stdin, h.stdout, h.stderr, h.pidfd, h.go} - {None}:
             try:

@@ -7,6 +7,7 @@ records and storage volumes, and its veths are compared before and after each on
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -436,6 +437,20 @@ def test_cli_exec_passes_binary_output_and_signals(sandboxd, box):
     assert result.stdout == data and result.returncode == 0, result
     result = sandboxd.cli("sandbox", "exec", box["id"], "--", "sh", "-c", "kill -9 $$")
     assert result.returncode == 137, f"a process killed by SIGKILL exits {result.returncode}"
+
+
+def test_cli_exec_stdin_faster_than_the_process_reads_loses_nothing(sandboxd, box):
+    """24 MiB piped into a process that starts reading late and reads slowly: the stream
+    waits for the process (backpressure) instead of dropping what does not fit the daemon's
+    buffer (before: 45 MB arrived as 34.7 MB, with "input is arriving faster than the
+    process reads it")."""
+    data = os.urandom(24 << 20)
+    result = sandboxd.cli("sandbox", "exec", box["id"], "--", "sh", "-c",
+                          "sleep 2; dd bs=64k status=none | sha256sum", input=data,
+                          timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
+    assert b"faster" not in result.stderr
 
 
 def test_cli_lifecycle_with_json(sandboxd, client):
