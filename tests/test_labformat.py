@@ -157,6 +157,21 @@ def test_params_are_drawn_per_learner_and_expanded():
         f"limit to {a['cpu']} CPU on {a['port']}"
 
 
+def test_dockers_go_templates_are_not_params(lab):
+    """`docker inspect -f '{{.State.Pid}}'` and `{{json .Config}}` are written as typed:
+    neither expanded nor reported as unknown params; a one-word `{{ typo }}` still is."""
+    text = "docker inspect -f '{{.State.Pid}} {{ json .Config }}' web; echo {{ cpu }}"
+    assert expand(text, {"cpu": 0.5}) == \
+        "docker inspect -f '{{.State.Pid}} {{ json .Config }}' web; echo 0.5"
+    step = lab / "steps" / "02-task.md"
+    edit(step, "::: exercise sleeper",
+         "Try `docker ps --format '{{.Names}}'` and `{{range .Mounts}}x{{ .Source }}`.\n\n"
+         "::: exercise sleeper")
+    assert errors(lab) == []
+    edit(step, "::: exercise sleeper", "{{ typo }}\n\n::: exercise sleeper")
+    assert any("typo" in e for e in errors(lab))
+
+
 def test_steps_split_at_their_exercises_and_only_blocks():
     example = load_lab(EXAMPLE)
     parts = split_step(example.steps[0].source)

@@ -12,7 +12,10 @@ import re
 import secrets
 from typing import NamedTuple
 
-PLACEHOLDER_RE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
+# `{{ name }}`: one word. Anything else between braces is left as it is, so that Docker's
+# Go templates (`docker inspect -f '{{.State.Pid}}'`, `{{json .Config}}`) can be written
+# in a lab as they are typed.
+PLACEHOLDER_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_-]*)\s*\}\}")
 DIRECTIVE_RE = re.compile(r"^:::(.*)$")
 EXERCISE_DIRECTIVE_RE = re.compile(r"^:::\s*exercise\s+(\S+)\s*$")
 ONLY_DIRECTIVE_RE = re.compile(r"^:::\s*only(?:\s+(.*?))?\s*$")
