@@ -23,7 +23,8 @@ import struct
 import websocket
 
 from .errors import DaemonUnavailable, NotFound, SandboxError, from_json
-from .protocol import API_PREFIX, Channel, HttpFacts, Reason, RunFacts, default_socket_path
+from .protocol import (API_PREFIX, Channel, HttpFacts, Reason, RegistryImage, RunFacts,
+                       default_socket_path)
 
 CONNECT_TIMEOUT = 10.0
 
@@ -117,6 +118,12 @@ class Client:
 
     def images(self) -> list[dict]:
         return self.request("GET", "/images")
+
+    def registry(self) -> list[RegistryImage]:
+        """The tags the daemon's read-only registry serves (`protocol.RegistryImage`), with
+        the manifest digest a `docker pull` inside records: the host's side of "the image
+        in the learner's store is the registry's"."""
+        return self.request("GET", "/registry")
 
     def create(self, **params) -> dict:
         return self.request("POST", "/sandboxes", {k: v for k, v in params.items() if v is not None})

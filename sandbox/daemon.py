@@ -105,8 +105,9 @@ def _token_middleware(token: str | None):
 
 
 class Daemon:
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, services: Services | None = None):
         self.engine = engine
+        self.services = services
         self.started = time.time()
         self.streams: set[web.WebSocketResponse] = set()
 
@@ -121,6 +122,7 @@ class Daemon:
         r = app.router
         r.add_get(f"{API}/info", self.info)
         r.add_get(f"{API}/images", self.images)
+        r.add_get(f"{API}/registry", self.registry)
         r.add_get(f"{API}/sandboxes", self.list)
         r.add_post(f"{API}/sandboxes", self.create)
         r.add_get(f"{API}/sandboxes/{{sid}}", self.get)
@@ -150,6 +152,13 @@ class Daemon:
 
     async def images(self, request):
         return _json(self.engine.list_images())
+
+    async def registry(self, request):
+        """The tags the daemon's registry serves, each with its manifest digest, read from
+        its storage on the host: what a check compares a learner's pulled image with."""
+        if self.services is None:
+            return _json([])
+        return _json(await asyncio.to_thread(self.services.registry_images))
 
     async def list(self, request):
         return _json([r.summary() for r in self.engine.list()])
@@ -393,7 +402,7 @@ async def serve(config: HostConfig, spawner: SpawnerClient, socket_path: Path,
     except BaseException:
         services.stop()
         raise
-    daemon = Daemon(engine)
+    daemon = Daemon(engine, services)
     runner = web.AppRunner(daemon.app(token), access_log=None, handle_signals=False,
                            shutdown_timeout=2.0)
     await runner.setup()

@@ -15,6 +15,7 @@ is free for unprivileged code.
   `GET /v1/sandboxes/ID/inspect`, built by the engine and read by the graders.
 - `RunFacts`, `SyscallFacts`, `TRACEABLE_SYSCALLS`: the answer of `POST .../run`, with the
   system calls of a traced run (`sandbox/tracing.py`).
+- `RegistryImage`: each tag of `GET /v1/registry`, what the daemon's image registry serves.
 """
 
 from __future__ import annotations
@@ -273,6 +274,20 @@ class HttpFacts(TypedDict):
     headers: list[list[str]]   # [name, value] as sent, in order
     body_b64: str              # the body's bytes, at most the limit asked for
     truncated: bool            # the server sent more than the limit
+
+
+class RegistryImage(TypedDict):
+    """One tag of `GET /v1/registry`: what this daemon's read-only registry serves, read
+    from its storage on the host. A learner's `docker pull` stores `digest` with the image
+    (`docker images --digests`); their store is theirs to write, this is the host's word."""
+
+    repository: str            # "library/nginx"
+    tag: str                   # "latest"
+    reference: str             # "docker.io/library/nginx:latest": the name an engine stores
+    digest: str                # the manifest's, "sha256:<64 hex>"
+    media_type: str | None     # the manifest's mediaType (OCI or Docker schema 2)
+    config_digest: str | None  # the image config's: an engine's image id is its hex part
+    diff_ids: list[str]        # the config's rootfs.diff_ids: each layer's content, bottom first
 
 
 class InspectFacts(TypedDict):

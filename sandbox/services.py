@@ -25,6 +25,11 @@ The registry is read-only (`storage.maintenance.readonly`, delete disabled): a
 sandbox's root may pull but never push, delete or overwrite what another sandbox pulls.
 The proxy serves only Debian's repositories (`ForceManaged`: it forwards no other
 URL), tunnels nothing (no CONNECT) and has no report page to act through.
+
+What the registry serves is also the host's answer to "is the image in a learner's store
+the registry's?": `read_registry` reads each tag's manifest digest, config digest and layer
+digests from the storage (each blob checked against its digest) for `GET /v1/registry`.
+
 A service whose program is not installed, or that does not come up, is left out with
 a log line naming the cause: sandboxes without containers do not need it, so sandboxd
 serves on (and the registry tests fail, loudly).
@@ -33,9 +38,12 @@ serves on (and the registry tests fail, loudly).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -47,11 +55,23 @@ from pathlib import Path
 
 from .config import PROXY_PORT, REGISTRY_PORT, HostConfig
 from .errors import SandboxError
+from .protocol import RegistryImage
 
 log = logging.getLogger("nslab.services")
 
 INPUTS_STAMP = ".nslab-inputs"  # written by scripts/base-images into the seeded storage
 READY_TIMEOUT = 15.0
+# docker-registry's filesystem layout (distribution's storage driver): a repository is a
+# directory with `_manifests`, a tag's manifest digest is in tags/TAG/current/link, and a
+# blob's bytes in blobs/sha256/XX/HEX/data.
+REGISTRY_V2 = Path("docker") / "registry" / "v2"
+DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+NAME_RE = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*")
+TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+MAX_MANIFEST = 4 << 20  # a manifest or an image config is a few KiB: a bigger blob is no such thing
+# registries.conf (sandbox/config.py) serves Docker Hub's names from the registry, so an
+# engine inside stores what it pulled under docker.io/...
+PULLED_AS = "docker.io"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"  # what scripts/base-images builds from
 
 
@@ -277,10 +297,76 @@ http:
                     time.sleep(0.02)
             pidfile.unlink()
 
+    def registry_images(self) -> list[RegistryImage]:
+        """Every tag the registry serves, with its manifest digest (`read_registry`)."""
+        return read_registry(self.dir / "registry")
+
     def running(self) -> dict[str, int]:
         """Service name -> pid of those now running (for `info` and the tests)."""
         return {s.name: s.proc.pid for s in self.services
                 if s.proc is not None and s.proc.poll() is None}
 
 
-__all__ = ["Services", "Service"]
+def read_registry(root: Path) -> list[RegistryImage]:
+    """The tags of the registry storage at `root` and their manifests' digests, sorted by
+    reference; [] when nothing was seeded. Read from the files docker-registry serves, on
+    the host: the truth a learner's pulled image is compared with (`GET /v1/registry`).
+    A tag whose link or manifest blob is missing or malformed is left out (the registry
+    would not serve it either)."""
+    repos = root / REGISTRY_V2 / "repositories"
+    blobs = root / REGISTRY_V2 / "blobs" / "sha256"
+    found: list[RegistryImage] = []
+    if not repos.is_dir():
+        return found
+    for manifests in sorted(repos.glob("**/_manifests")):
+        repository = manifests.parent.relative_to(repos).as_posix()
+        tags = manifests / "tags"
+        if not NAME_RE.fullmatch(repository) or not tags.is_dir():
+            continue
+        for tag_dir in sorted(tags.iterdir()):
+            try:
+                digest = (tag_dir / "current" / "link").read_text().strip()
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if not TAG_RE.fullmatch(tag_dir.name) or not DIGEST_RE.fullmatch(digest):
+                continue
+            manifest = _blob_json(blobs, digest)
+            if not isinstance(manifest, dict):
+                continue
+            media_type = manifest.get("mediaType")
+            config = manifest.get("config")
+            config_digest = config.get("digest") if isinstance(config, dict) else None
+            config_digest = config_digest if isinstance(config_digest, str) and \
+                DIGEST_RE.fullmatch(config_digest) else None
+            # A manifest list names no config; an image's config lists its layers' contents.
+            image_config = _blob_json(blobs, config_digest) if config_digest else None
+            rootfs = image_config.get("rootfs") if isinstance(image_config, dict) else None
+            diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+            found.append(RegistryImage(
+                repository=repository, tag=tag_dir.name,
+                reference=f"{PULLED_AS}/{repository}:{tag_dir.name}", digest=digest,
+                media_type=media_type if isinstance(media_type, str) else None,
+                config_digest=config_digest,
+                diff_ids=[d for d in diff_ids if isinstance(d, str)]
+                if isinstance(diff_ids, list) else []))
+    return sorted(found, key=lambda i: i["reference"])
+
+
+def _blob_json(blobs: Path, digest: str):
+    """The JSON of a small blob (a manifest, an image config), checked against its digest;
+    None if it is missing, too big, altered or not JSON."""
+    try:
+        with open(blobs / digest[7:9] / digest[7:] / "data", "rb") as f:
+            raw = f.read(MAX_MANIFEST + 1)
+    except FileNotFoundError:
+        return None
+    if len(raw) > MAX_MANIFEST or "sha256:" + hashlib.sha256(raw).hexdigest() != digest:
+        log.warning("registry: blob %s does not match its digest", digest)
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+__all__ = ["Services", "Service", "read_registry"]

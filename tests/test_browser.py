@@ -501,3 +501,74 @@ def test_keys_typed_at_once_on_a_first_open_are_not_lost(chromium, web_daemon, w
     _shot(page, "browser-early-keys.png")
     assert not errors, f"JavaScript errors on the page: {errors}"
     page.close()
+
+
+def _run(page, command: str, marker: str, timeout: float = 60) -> list[str]:
+    """Type `command` followed by an echo of a marker computed by the shell (so the typed
+    line itself never matches), and wait until the shell prints it."""
+    a, b = 40 + len(marker), 2
+    _type_line(page, f"{command}; echo {marker}-$(({a}+{b}))")
+    want = f"{marker}-{a + b}"
+    return _wait_for(page, lambda ls: any(line.strip() == want for line in ls) and ls,
+                     want, timeout=timeout)
+
+
+def test_learner_runs_docker_in_the_terminal_and_limits_a_container(
+        chromium, web_daemon, webapp):
+    """The Docker half's done-when, in a real browser: the demo learner pulls nginx, runs
+    bash as a container's entrypoint and watches an entrypoint exit (docker-basics' first
+    steps, which unlock the next), publishes nginx with `docker run -d --name web -p
+    PORT:80 nginx` and sees it pass; then, in docker-limits, limits a busy container with
+    `--cpu-shares` (fails with its feedback: shares are a weight) and with `docker update
+    --cpus` (passes, and the glass box shows the cgroup file the flag wrote)."""
+    app, password = webapp
+    page = chromium.new_page()
+    page.set_default_timeout(30_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    _sign_in(page, app.url, "learner", password)
+    page.click("a.course-card")
+    page.click("ol.lab-list a[href$='/labs/docker-basics']")
+    page.wait_for_selector("#terminal .xterm-screen")
+    _wait_for(page, _prompt, "the shell prompt", timeout=90)  # the lab's setup builds an image
+
+    _run(page, "docker pull -q nginx >/dev/null", "pulled")
+    passed, feedback = _check(page, "pull-nginx", timeout=30)
+    assert passed, feedback
+    page.wait_for_selector("#step-entrypoint:not([hidden])")
+    _run(page, "docker run -dit --entrypoint bash debian:bookworm >/dev/null", "bash")
+    passed, feedback = _check(page, "bash-entrypoint", timeout=30)
+    assert passed, feedback
+    text = page.locator("#exercise-entrypoint-exits .exercise-text").inner_text()
+    secs = int(re.search(r"sleep (\d+)", text).group(1))
+    _run(page, f"docker run -d --name short --entrypoint sleep debian:bookworm {secs} "
+               ">/dev/null && docker exec -d short sleep 600", "short")
+    passed, feedback = _check(page, "entrypoint-exits", timeout=secs + 30)
+    assert passed, feedback
+    page.wait_for_selector("#step-publish:not([hidden])")
+    text = page.locator("#exercise-publish .exercise-text").inner_text()
+    port = int(re.search(r"port (\d+)", text).group(1))
+    _run(page, f"docker run -d --name web -p {port}:80 nginx >/dev/null", "web")
+    passed, feedback = _check(page, "publish", timeout=30)
+    assert passed, feedback
+    _shot(page, "browser-docker-publish.png")
+
+    page.goto(page.url.rsplit("/labs/", 1)[0] + "/labs/docker-limits")
+    page.wait_for_selector("#terminal .xterm-screen")
+    _wait_for(page, _prompt, "the shell prompt", timeout=90)
+    text = page.locator("#exercise-cpu-limit .exercise-text").inner_text()
+    target = re.search(r"(0\.\d) CPU", text).group(1)
+    _run(page, "docker run -d --name hog --cpu-shares 512 debian:bookworm "
+               "sh -c 'while :; do :; done' >/dev/null", "hog")
+    passed, wrong = _check(page, "cpu-limit", timeout=30)
+    assert not passed and "weight, not a cap" in wrong, wrong
+    _run(page, f"docker update --cpus {target} hog >/dev/null", "updated")
+    passed, right = _check(page, "cpu-limit", timeout=30)
+    if not passed and "measure again" in right:
+        passed, right = _check(page, "cpu-limit", timeout=30)  # a busy machine, as it says
+    assert passed, right
+    assert "cpu.cfs_quota_us" in right or "cpu.max" in right, right  # the glass box
+    _shot(page, "browser-docker-cpu-limit.png")
+    _run(page, "docker rm -f hog >/dev/null", "removed")
+    assert not errors, f"JavaScript errors on the page: {errors}"
+    page.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from nslab.cli.web import DEMO_LABS
 from nslab.labkit.catalog import default_labs_dir
 from nslab.labkit.loader import load_lab
 from nslab.labkit.replay import replay_lab
@@ -13,8 +14,15 @@ from nslab.labkit.replay import replay_lab
 pytestmark = pytest.mark.privileged
 
 
+# The demo course in its order (nslab.cli.web.DEMO_LABS).
+COURSE = list(DEMO_LABS)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("lab_id", ["namespaces", "cgroups"])
+# A Docker lab replays each exercise on several fresh sandboxes, each pulling its images:
+# 2-4 minutes on this 2-core host, more when it is busy.
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("lab_id", COURSE)
 def test_lab_replays(lab_id, client):
     lab = load_lab(default_labs_dir() / lab_id)
     assert lab.errors == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import time
@@ -20,7 +21,9 @@ import pytest
 
 from sandbox.config import PROXY_PORT, REGISTRY_PORT, HostConfig
 from sandbox.config import PROXY_NAME, REGISTRY_NAME
+from sandbox.services import read_registry
 from conftest import Daemon, free_subnet, leftovers, ok, require_root, sh
+from nslab.labkit.check import SandboxView
 
 pytestmark = pytest.mark.privileged
 
@@ -92,6 +95,50 @@ def test_registry_serves_the_seeded_images_to_a_sandbox(client, sandboxd, sandbo
     config = json.loads(ok(client, sid, f"curl -sfL -m 10 {base}/library/nginx/blobs/{digest}"))
     assert config["config"]["Entrypoint"] == ["nginx", "-g", "daemon off;"]
     assert "80/tcp" in config["config"]["ExposedPorts"]
+
+
+def test_the_daemon_tells_the_digest_a_pull_records(client, sandboxd):
+    """`GET /v1/registry` (read from the registry's storage on the host) names each tag's
+    manifest digest, config and layers exactly as `docker pull` inside stores them: the
+    host's side of "the image in the learner's store is the registry's"."""
+    tags = {t["reference"]: t for t in client.registry()}
+    assert set(tags) == {"docker.io/library/debian:bookworm", "docker.io/library/nginx:latest"}
+    nginx = tags["docker.io/library/nginx:latest"]
+    assert (nginx["repository"], nginx["tag"]) == ("library/nginx", "latest")
+    assert nginx["media_type"] == "application/vnd.oci.image.manifest.v1+json"
+    sb = client.create(cpus=1.0, memory="1g", pids=1024, disk="2g", containers=True)
+    sid = sb["id"]
+    try:
+        # What the registry itself answers over HTTP, from inside.
+        served = ok(client, sid, f"curl -sfI -m 10 {OCI} http://{REGISTRY_NAME}:{REGISTRY_PORT}"
+                    "/v2/library/nginx/manifests/latest | tr -d '\\r' | "
+                    "sed -n 's/^Docker-Content-Digest: //Ip'").strip()
+        assert served == nginx["digest"]
+        out = sh(client, sid, "docker pull nginx 2>&1", timeout=120)
+        assert out["exit_code"] == 0, out["stdout"][-2000:]
+        image = SandboxView(client, sid).image("nginx")
+        assert image is not None
+        assert image.digest == nginx["digest"]
+        assert "sha256:" + image.id == nginx["config_digest"]
+        assert [layer.diff_digest for layer in image.layers] == nginx["diff_ids"]
+    finally:
+        client.destroy(sid, purge=True)
+
+
+def test_a_registry_tag_whose_blobs_do_not_match_is_left_out(tmp_path):
+    """A tag is reported only with a manifest and config that match their digests."""
+    seeded = HostConfig().images_src / "registry"
+    if not (seeded / "docker").is_dir():
+        pytest.fail(f"no seeded registry in {seeded}: run scripts/setup")
+    copy = tmp_path / "registry"
+    shutil.copytree(seeded, copy, symlinks=True)
+    before = {t["reference"]: t for t in read_registry(copy)}
+    assert len(before) == 2 and all(t["diff_ids"] for t in before.values())
+    digest = before["docker.io/library/nginx:latest"]["digest"][7:]
+    blob = copy / "docker/registry/v2/blobs/sha256" / digest[:2] / digest / "data"
+    blob.write_bytes(blob.read_bytes().replace(b"{", b"{ ", 1))
+    assert [t["reference"] for t in read_registry(copy)] == ["docker.io/library/debian:bookworm"]
+    assert read_registry(tmp_path / "nothing") == []
 
 
 def test_sandboxes_know_the_services_by_name(client, sandboxd, sandbox):

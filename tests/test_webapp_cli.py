@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from nslab.cli.web import DEMO_LABS
 from webapp import create_app
 from webapp.config import Config
 
@@ -172,6 +173,27 @@ def test_demo_makes_accounts_once_and_prints_the_same_credentials(admin):
     assert re.search(r"join code [A-Z]{4}-\d{4}", first.stdout)
     creds = Path(admin.env["NSLAB_INSTANCE"]) / "demo-credentials.json"
     assert creds.stat().st_mode & 0o777 == 0o600
+
+
+def test_demo_course_gets_the_labs_added_since_in_course_order(admin):
+    """A demo course made by an older version (the first two labs) gets the Docker labs
+    appended, in the document's order, on the next `nslab demo`; nothing twice."""
+    assert admin("db", "upgrade").returncode == 0
+    assert admin.inproc("demo").returncode == 0
+
+    def labs() -> list[str]:
+        with sqlite3.connect(admin.db) as conn:
+            return [r[0] for r in conn.execute("SELECT lab_id FROM course_labs "
+                                               "ORDER BY position")]
+
+    assert labs() == list(DEMO_LABS) and DEMO_LABS[:3] == ("namespaces", "cgroups",
+                                                           "docker-basics")
+    with sqlite3.connect(admin.db) as conn:
+        conn.execute("DELETE FROM course_labs WHERE lab_id NOT IN ('namespaces', 'cgroups')")
+    assert admin.inproc("demo").returncode == 0
+    assert labs() == list(DEMO_LABS)
+    assert admin.inproc("demo").returncode == 0
+    assert labs() == list(DEMO_LABS)
 
 
 @pytest.mark.privileged

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from sandbox.errors import Conflict, NotFound
 from sandbox.protocol import (CgroupNode, ContainerFacts, HttpFacts, InspectFacts,
                               InterfaceFacts, NetNamespaceFacts, ProcessFacts, Reason,
-                              SocketFacts, SyscallFacts)
+                              RegistryImage, SocketFacts, SyscallFacts)
 
 from .images import Image, StoreUnreadable, read_images
 
@@ -372,6 +372,14 @@ class SandboxView:
         except StoreUnreadable as e:
             raise Fail(f"Your container store cannot be read: {e}. Remove the images with "
                        "`docker rmi -af` (or reset the sandbox) and pull again.") from None
+
+    def registry(self) -> list[RegistryImage]:
+        """What the daemon's read-only registry serves, read by sandboxd from the registry's
+        storage on the host (`sandbox.protocol.RegistryImage`: `reference` such as
+        "docker.io/library/nginx:latest", `digest`, `config_digest`, `diff_ids`): the truth a
+        learner's pulled image is compared with."""
+        self._budget(1)
+        return self.client.registry()
 
     def image(self, name: str) -> Image | None:
         """The image Docker would run for `name` ("nginx" is nginx:latest, "testnginx:3"
