@@ -558,6 +558,8 @@ def test_learner_runs_docker_in_the_terminal_and_limits_a_container(
     _wait_for(page, _prompt, "the shell prompt", timeout=90)
     text = page.locator("#exercise-cpu-limit .exercise-text").inner_text()
     target = re.search(r"(0\.\d) CPU", text).group(1)
+    title = page.locator("#exercise-cpu-limit").inner_text()
+    assert f"Limit a container to {target} CPU" in title and "{{" not in title
     _run(page, "docker run -d --name hog --cpu-shares 512 debian:bookworm "
                "sh -c 'while :; do :; done' >/dev/null", "hog")
     passed, wrong = _check(page, "cpu-limit", timeout=30)

@@ -339,3 +339,14 @@ def test_a_quiz_checked_on_the_sandbox_may_stage_it_in_a_wrong_answer(lab):
     got = errors(lab)
     assert f"example/lab.yaml:{line_of(meta, 'run: pkill -x catatonit')}: a wrong answer of " \
            "a quiz uses 'answer', not 'run'" in got
+
+
+def test_an_exercise_title_may_show_a_param_but_never_a_hidden_one(lab):
+    """Titles are what a learner reads first: `{{ name }}` is expanded there like in the
+    text, and a hidden param there is an error with its line."""
+    meta = lab / "lab.yaml"
+    edit(meta, "    title: Write your secret into a file\n", "    title: Write {{ secret }}\n")
+    assert errors(lab) == []
+    edit(meta, "    title: Write {{ secret }}\n", "    title: Write {{ note }}\n")
+    assert any(f"example/lab.yaml:{line_of(meta, 'title: Write {{ note }}')}:" in e
+               and "hidden param" in e for e in errors(lab)), errors(lab)

@@ -201,7 +201,7 @@ def lesson_steps(lab: Lab, params: dict, rows: dict, last: dict, *, all_open: bo
             used = row.hints_used if row else 0
             status = row.status if row else "not_started"
             parts.append(ExerciseView(
-                id=ex.id, title=ex.title, points=ex.points, kind=ex.kind, text=md(ex.text),
+                id=ex.id, title=expand(ex.title, params), points=ex.points, kind=ex.kind, text=md(ex.text),
                 choices=[expand(c, params) for c in ex.quiz.choices]
                 if ex.is_choice else None,
                 hints_total=len(ex.hints),

@@ -292,13 +292,13 @@ def summary(lab: Lab, params: dict, rows: dict[str, ExerciseProgress]) -> dict:
         row = rows.get(ex.id)
         passed = row is not None and row.passed_at is not None
         used = row.hints_used if row else 0
-        texts = [ex.text, *(ex.quiz.choices or [] if ex.quiz else []), *ex.hints[:used]]
+        texts = [ex.title, ex.text, *(ex.quiz.choices or [] if ex.quiz else []), *ex.hints[:used]]
         if passed and ex.walkthrough:
             texts.append(ex.walkthrough)
         names = {n for t in texts for n in placeholders(t)}
         everywhere |= names
         exercises.append({
-            "id": ex.id, "title": ex.title, "points": ex.points, "kind": ex.kind,
+            "id": ex.id, "title": expand(ex.title, shown), "points": ex.points, "kind": ex.kind,
             "step": ex.step, "unlocked": states[ex.step].unlocked,
             "params": {k: shown[k] for k in sorted(shown) if k in names},
             "walkthrough": bool(ex.walkthrough),

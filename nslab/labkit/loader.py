@@ -336,7 +336,8 @@ def _exercises(r: _Reader, node: Node | None, params: dict) -> dict[str, Exercis
                                         integer=True),
                       hint_cost=float(r.number(v.get("hint_cost"), "hint_cost", 0, 1,
                                                DEFAULT_HINT_COST)))
-        learner = r.learner_texts[eid] = [(ex.text, v.get("text", item).line)]
+        learner = r.learner_texts[eid] = [(ex.title, v.get("title", item).line),
+                                          (ex.text, v.get("text", item).line)]
         server = r.server_texts[eid] = []
         if "hints" in v:
             if isinstance(v["hints"].value, list):
