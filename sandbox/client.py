@@ -23,8 +23,8 @@ import struct
 import websocket
 
 from .errors import DaemonUnavailable, NotFound, SandboxError, from_json
-from .protocol import (API_PREFIX, Channel, HttpFacts, Reason, RegistryImage, RunFacts,
-                       default_socket_path)
+from .protocol import (API_PREFIX, Channel, HttpFacts, KernelFacts, Reason, RegistryImage,
+                       RunFacts, default_socket_path)
 
 CONNECT_TIMEOUT = 10.0
 
@@ -208,6 +208,24 @@ class Client:
         if pid is not None:
             query["pid"] = str(pid)
         return self.request("GET", f"/sandboxes/{quote(sid, safe='')}/dir", query=query)
+
+    # ---------------------------------------------------------- notebook kernels
+
+    def start_kernel(self, sid: str, kernel_id: str | None = None) -> KernelFacts:
+        """The sandbox's ipykernel, started inside it if none runs (`kernel_id` names a
+        new one; a running kernel keeps its own): its facts and the connection (ipc, a
+        host path prefix sandboxd relays) a jupyter_client uses. sandboxd answers once
+        the kernel's sockets are open."""
+        body = {"kernel_id": kernel_id} if kernel_id is not None else {}
+        return self.request("POST", f"/sandboxes/{quote(sid, safe='')}/kernel", body)
+
+    def kernel(self, sid: str) -> KernelFacts:
+        """The sandbox's running kernel; NotFound (`Reason.NO_SUCH_KERNEL`) when none runs."""
+        return self.request("GET", f"/sandboxes/{quote(sid, safe='')}/kernel")
+
+    def stop_kernel(self, sid: str) -> None:
+        """End the sandbox's kernel (killed; its relay sockets removed)."""
+        self.request("DELETE", f"/sandboxes/{quote(sid, safe='')}/kernel")
 
     def exec_info(self, eid: str) -> dict:
         return self.request("GET", f"/exec/{quote(eid, safe='')}")

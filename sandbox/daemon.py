@@ -10,6 +10,9 @@ Exec streams use WebSocket binary frames whose first byte is the channel
 (`protocol.Channel`); bytes are passed through untouched. The daemon uses only the
 engine's public methods.
 
+Each sandbox may run one notebook kernel (`/v1/sandboxes/ID/kernel`): sandbox/kernels.py
+starts it inside and relays its ipc sockets to host sockets the web app reaches.
+
 Beside the engine it runs the host services its sandboxes may reach (sandbox/services.py:
 the read-only image registry and the package proxy), started once the engine has set up
 the bridge and stopped before the engine shuts down; `--teardown` ends any left running.
@@ -35,6 +38,7 @@ from . import files, sessions
 from .config import HostConfig
 from .engine import Engine
 from .errors import InvalidRequest, SandboxError
+from .kernels import Kernels
 from .payloads import (CreateRequest, ExecRequest, FileQuery, check_sandbox_id,
                        parse_resize_frame, parse_signal_frame, parse_trace)
 from .protocol import API_PREFIX, Channel, CloseCode, Reason, RunFacts
@@ -105,9 +109,10 @@ def _token_middleware(token: str | None):
 
 
 class Daemon:
-    def __init__(self, engine: Engine, services: Services | None = None):
+    def __init__(self, engine: Engine, kernels: Kernels, services: Services | None = None):
         self.engine = engine
         self.services = services
+        self.kernels = kernels
         self.started = time.time()
         self.streams: set[web.WebSocketResponse] = set()
 
@@ -137,6 +142,9 @@ class Daemon:
         r.add_get(f"{API}/sandboxes/{{sid}}/ports/{{port}}/http", self.http_get)
         r.add_get(f"{API}/sandboxes/{{sid}}/files", self.read_file)
         r.add_get(f"{API}/sandboxes/{{sid}}/dir", self.list_dir)
+        r.add_post(f"{API}/sandboxes/{{sid}}/kernel", self.start_kernel)
+        r.add_get(f"{API}/sandboxes/{{sid}}/kernel", self.kernel)
+        r.add_delete(f"{API}/sandboxes/{{sid}}/kernel", self.stop_kernel)
         r.add_get(f"{API}/exec/{{eid}}", self.exec_info)
         r.add_delete(f"{API}/exec/{{eid}}", self.exec_forget)
         r.add_get(f"{API}/exec/{{eid}}/attach", self.attach)
@@ -231,6 +239,25 @@ class Daemon:
         sid = check_sandbox_id(request.match_info["sid"])
         q = FileQuery.from_query(request.query, allowed=frozenset({"path", "pid"}))
         return _json(await self.engine.list_dir(sid, q))
+
+    # -------------------------------------------------------------- kernels (kernels.py)
+
+    async def start_kernel(self, request):
+        """The sandbox's kernel, started if none runs: 201 when started now, else 200."""
+        body = await _body(request)
+        unknown = sorted(set(body) - {"kernel_id"})
+        if unknown:
+            raise InvalidRequest(f"unknown field {unknown[0]!r}", field=unknown[0])
+        kernel, started = await self.kernels.start(request.match_info["sid"],
+                                                   body.get("kernel_id"))
+        return _json(kernel.facts(), status=201 if started else 200)
+
+    async def kernel(self, request):
+        return _json(self.kernels.get(request.match_info["sid"]).facts())
+
+    async def stop_kernel(self, request):
+        await self.kernels.stop(request.match_info["sid"])
+        return web.Response(status=204)
 
     # -------------------------------------------------------------- exec
 
@@ -402,7 +429,9 @@ async def serve(config: HostConfig, spawner: SpawnerClient, socket_path: Path,
     except BaseException:
         services.stop()
         raise
-    daemon = Daemon(engine, services)
+    kernels = Kernels(engine, config)
+    kernels.setup()
+    daemon = Daemon(engine, kernels, services)
     runner = web.AppRunner(daemon.app(token), access_log=None, handle_signals=False,
                            shutdown_timeout=2.0)
     await runner.setup()
@@ -437,6 +466,7 @@ async def serve(config: HostConfig, spawner: SpawnerClient, socket_path: Path,
     finally:
         reaper.cancel()
         await daemon.close_streams()
+        kernels.teardown()
         services.stop()
         await engine.shutdown()
         await runner.cleanup()

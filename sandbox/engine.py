@@ -28,6 +28,7 @@ import shutil
 import signal
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -185,6 +186,10 @@ class Engine:
         self._locks: dict[str, asyncio.Lock] = {}
         spawner.on_exit = self._on_process_exit
         self.max_cpus = float(os.cpu_count() or 1)
+        # Called with a sandbox's id as it halts (stop, destroy, its init's death, a failed
+        # start): what else holds the sandbox (its kernel and relay, sandbox/kernels.py)
+        # ends with it, without the engine importing it.
+        self.on_halt: list[Callable[[str], None]] = []
 
     # ------------------------------------------------------------------ start-up
 
@@ -609,6 +614,8 @@ class Engine:
     async def _halt(self, rec: SandboxRecord) -> None:
         """Kill every process of the sandbox and release its cgroup and network."""
         self._unwatch_init(rec.id)
+        for hook in self.on_halt:
+            hook(rec.id)
         for session in [s for s in self.sessions.values() if s.sandbox_id == rec.id]:
             session.close()
             self.sessions.pop(session.id, None)
@@ -1011,6 +1018,11 @@ class Engine:
     async def list_dir(self, sid: str, q: FileQuery) -> list[dict]:
         rec = self._running(sid)
         return await asyncio.to_thread(self._in_root, rec, q.pid, files.list_dir, q.path)
+
+    def root_fd(self, sid: str) -> int:
+        """An O_PATH fd on the root directory of the running sandbox's init (the caller
+        closes it): where paths inside are resolved from the host (`_root_fd`)."""
+        return self._root_fd(self._running(sid), None)
 
     def _in_root(self, rec: SandboxRecord, pid: int | None, fn, *args):
         root = self._root_fd(rec, pid)

@@ -47,6 +47,7 @@ MOVE_MOUNT_F_EMPTY_PATH = 0x00000004
 
 # linux/openat2.h
 RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
 RESOLVE_IN_ROOT = 0x10
 
 # linux/magic.h: filesystems whose regular files are plain data (see sandbox/files.py)

@@ -16,6 +16,8 @@ is free for unprivileged code.
 - `RunFacts`, `SyscallFacts`, `TRACEABLE_SYSCALLS`: the answer of `POST .../run`, with the
   system calls of a traced run (`sandbox/tracing.py`).
 - `RegistryImage`: each tag of `GET /v1/registry`, what the daemon's image registry serves.
+- `KernelFacts`, `KernelConnection`: a sandbox's notebook kernel (`/v1/sandboxes/ID/kernel`,
+  sandbox/kernels.py) and the connection file a jupyter_client uses to reach it.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class Reason(StrEnum):
     NO_SUCH_PROCESS = "no_such_process"          # a pid that is not (or no longer) in the sandbox
     NO_SUCH_FILE = "no_such_file"                # a path that does not exist inside
     NO_SUCH_IMAGE = "no_such_image"
+    NO_SUCH_KERNEL = "no_such_kernel"            # the sandbox runs no notebook kernel (now)
     NOT_FOUND = "not_found"                      # anything else that is not there
     # 409 conflict
     NOT_RUNNING = "not_running"                  # the sandbox is stopped (or its init died)
@@ -91,6 +94,8 @@ class Reason(StrEnum):
     AT_PROCESS_LIMIT = "at_process_limit"        # the sandbox's processes fill its pids limit
     NO_ANSWER = "no_answer"                      # http_get: nothing at the port answered HTTP
                                                  # in time (refused, reset, timed out, garbage)
+    KERNEL_FAILED = "kernel_failed"              # the kernel exited, or did not open its
+                                                 # sockets in time, as it started
     CONFLICT = "conflict"
     # 413, 503, 500
     TOO_LARGE = "too_large"
@@ -288,6 +293,38 @@ class RegistryImage(TypedDict):
     media_type: str | None     # the manifest's mediaType (OCI or Docker schema 2)
     config_digest: str | None  # the image config's: an engine's image id is its hex part
     diff_ids: list[str]        # the config's rootfs.diff_ids: each layer's content, bottom first
+
+
+class KernelConnection(TypedDict):
+    """A Jupyter connection file (`jupyter_client.connect`), as a client on the daemon's
+    host uses it: ipc transport, `ip` a path prefix on the host whose sockets `ip-1` ..
+    `ip-5` sandboxd relays to the kernel's inside the sandbox (sandbox/kernels.py)."""
+
+    transport: str         # "ipc"
+    ip: str                # the host prefix, "/run/nslab/kernels-<daemon>/<sandbox id>"
+    shell_port: int
+    iopub_port: int
+    stdin_port: int
+    control_port: int
+    hb_port: int
+    key: str               # hex: the HMAC key that signs every message
+    signature_scheme: str  # "hmac-sha256"
+    kernel_name: str       # "python3"
+
+
+class KernelFacts(TypedDict):
+    """`/v1/sandboxes/ID/kernel`: the sandbox's ipykernel, one at most."""
+
+    kernel_id: str
+    sandbox_id: str
+    pid: int | None        # in the sandbox's pid namespace (what `os.getpid()` says inside)
+    host_pid: int
+    started: float         # epoch seconds
+    last_activity: float   # epoch seconds of the last bytes relayed on shell, iopub, stdin
+                           # or control (not the heartbeat): activity for idle stop
+    bytes_relayed: int     # both ways, every channel
+    connections: dict[str, int]  # channel ("shell", ..., "hb") -> relayed connections open now
+    connection: KernelConnection
 
 
 class InspectFacts(TypedDict):

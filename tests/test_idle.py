@@ -220,3 +220,43 @@ def test_the_sweeper_is_off_unless_asked(tmp_path, webapp_schema):
     for bad in ("soon", "-1", "nan", "1e9"):
         with pytest.raises(ValueError, match="NSLAB_IDLE_MINUTES"):
             Config({"NSLAB_IDLE_MINUTES": bad})
+
+
+def test_a_kernel_at_work_postpones_the_stop(idle_app, client):
+    """A notebook kernel running a long cell that prints (no keystroke, no page event: the
+    web app hears nothing) is activity: sandboxd's kernel facts say when it last relayed a
+    message, and the sweeper asks for them when a sandbox nears its timeout. Left alone
+    afterwards, the sandbox stops (the heartbeat is not activity)."""
+    import asyncio
+    import threading
+
+    from nslab.kernels.runner import connect, disconnect, execute
+
+    course = idle_app.config["TEST_COURSE"]
+    page = Page(idle_app, "ida")
+    sid = page.open(course)["sandbox_id"]
+    done = threading.Event()
+
+    def work():
+        async def run():
+            km, kc = await connect(client, sid)
+            try:
+                await execute(kc, "import time\nfor i in range(16):\n"
+                                  "    print(i, flush=True); time.sleep(0.5)", timeout=30)
+            finally:
+                disconnect(km, kc)
+        try:
+            asyncio.run(run())
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    while not done.is_set():  # 8 s of output, twice the timeout
+        page.pump()
+        assert not page.event("stopped"), page.events
+        time.sleep(0.1)
+    worker.join(5)
+    assert client.get(sid)["state"] == "running"
+    assert time.time() - client.kernel(sid)["last_activity"] < 2
+    page.wait(lambda: page.event("stopped", sandbox_id=sid), "the stop", timeout=TIMEOUT + 5)

@@ -94,7 +94,7 @@ def pass_everything(app, lab) -> None:
 def learner_names(lab) -> set[str]:
     """The params a learner's text of the lab uses."""
     names = {n for step in lab.steps for part in split_step(step.source)
-             if part.kind == "markdown" for n in placeholders(part.value)}
+             if part.kind in ("markdown", "cell") for n in placeholders(part.value)}
     for ex in lab.exercises.values():
         for text in [ex.text, ex.walkthrough, *ex.hints,
                      *(ex.quiz.choices or [] if ex.quiz else [])]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import subprocess
@@ -339,6 +340,209 @@ def test_a_quiz_checked_on_the_sandbox_may_stage_it_in_a_wrong_answer(lab):
     got = errors(lab)
     assert f"example/lab.yaml:{line_of(meta, 'run: pkill -x catatonit')}: a wrong answer of " \
            "a quiz uses 'answer', not 'run'" in got
+
+
+# ---------------------------------------------------------------- Python cells and notebooks
+
+CELL_STEP = """# Cells
+
+Plain code stays plain:
+
+```python
+print("not run")
+```
+
+```python cell
+import os
+print(os.getpid(), "{{ secret }}")
+```
+
+::: only cgroup-v2
+  ```python cell
+  if True:
+      print("v2")
+  ```
+:::
+
+```python cell
+
+```
+
+::: exercise sleeper
+"""
+
+
+def test_a_python_cell_is_a_part_of_its_own():
+    parts = split_step(CELL_STEP)
+    assert [(p.kind, p.only, p.index) for p in parts] == [
+        ("markdown", None, None), ("cell", None, 0), ("cell", "cgroup-v2", 1),
+        ("exercise", None, None)]
+    plain, first, second = parts[0], parts[1], parts[2]
+    assert '```python\nprint("not run")\n```' in plain.value and "cell" not in plain.value
+    assert first.value == 'import os\nprint(os.getpid(), "{{ secret }}")\n'
+    lines = CELL_STEP.splitlines()
+    assert lines[first.line - 1] == "```python cell"
+    assert lines[second.line - 1] == "  ```python cell"
+    # The fence's indentation is taken off (CommonMark), the code's own is kept.
+    assert second.value == 'if True:\n    print("v2")\n'
+    # A fence is closed only by a line of its own fence character, at least as long.
+    parts = split_step("````python cell\n```\n```python\n````\ntext\n")
+    assert [(p.kind, p.value) for p in parts] == [("cell", "```\n```python\n"),
+                                                  ("markdown", "text\n")]
+
+
+def test_cells_are_placed_expanded_and_validated(lab):
+    step = lab / "steps" / "02-task.md"
+    step.write_text(CELL_STEP)
+    edit(lab / "steps" / "01-intro.md", "::: exercise pid-one",
+         "::: exercise pid-one\n\n::: exercise which-ns")
+    loaded = load_lab(lab)
+    assert loaded.errors == []
+    (cell, *_), = [[p for p in split_step(s.source) if p.kind == "cell"]
+                   for s in loaded.steps if s.id == "task"]
+    assert expand(cell.value, {"secret": "s3cr"}).endswith('"s3cr")\n')
+
+
+def test_a_cell_that_is_not_python_or_a_mistyped_fence_says_where(lab):
+    step = lab / "steps" / "02-task.md"
+    step.write_text(step.read_text() + "\n```python cell\nx = 1\nprint(x +)\n```\n\n"
+                    "```python cel\nprint(1)\n```\n\n```python3 cell\nx\n```\n\n"
+                    "```python cell\nprint('\\d')\n```\n\n"
+                    "```python\nprint(x +) # plain code is not compiled\n```\n\n"
+                    "```python cell\nprint('never closed')\n")
+    lines = step.read_text().splitlines()
+    f = "example/steps/02-task.md"
+    first = lines.index("print(x +)") + 1
+    escape = lines.index("print('\\d')") + 1
+    assert errors(lab) == [
+        f"{f}:{first}: the cell is not valid Python: invalid syntax",
+        f"{f}:{lines.index('```python cel') + 1}: unknown info string 'python cel': a runnable "
+        "cell is marked ```python cell (plain ```python stays plain code)",
+        f"{f}:{lines.index('```python3 cell') + 1}: unknown info string 'python3 cell': a "
+        "runnable cell is marked ```python cell (plain ```python stays plain code)",
+        f"{f}:{escape}: the cell compiles with a warning: invalid escape sequence '\\d'",
+        f"{f}:{len(lines) - 1}: this `python cell` block is never closed: end it with a fence "
+        "of its own",
+    ]
+
+
+def test_a_cell_may_not_show_a_hidden_param(lab):
+    step = lab / "steps" / "02-task.md"
+    step.write_text(step.read_text() + "\n```python cell\nprint('{{ note }}', {{ nope }})\n"
+                                       "```\n")
+    n = len(step.read_text().splitlines()) - 1
+    assert errors(lab) == [
+        f"example/steps/02-task.md:{n}: {{{{ note }}}} is a hidden param: its value never "
+        "reaches the learner, so text the learner reads cannot show it (use it in checks.py, "
+        "setup, a solution or a quiz answer)",
+        f"example/steps/02-task.md:{n}: {{{{ nope }}}} names no param (params: note, secret)"]
+
+
+def notebook(*cells, **metadata) -> dict:
+    """An nbformat 4.5 notebook of (cell_type, source) cells; a code cell with an output."""
+    out = []
+    for number, (kind, source) in enumerate(cells, 1):
+        cell = {"id": f"c{number}", "cell_type": kind, "metadata": {}, "source": source}
+        if kind == "code":
+            cell.update(execution_count=1, outputs=[
+                {"output_type": "stream", "name": "stdout", "text": "stored output\n"}])
+        out.append(cell)
+    return {"nbformat": 4, "nbformat_minor": 5, "cells": out,
+            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                        "language": "python"}, **metadata}}
+
+
+def as_notebook_step(lab: Path, nb: dict | str) -> Path:
+    """Step 2 of the example lab replaced by a notebook."""
+    path = lab / "steps" / "02-task.ipynb"
+    path.write_text(nb if isinstance(nb, str) else json.dumps(nb, indent=1))
+    (lab / "steps" / "02-task.md").unlink()
+    edit(lab / "lab.yaml", "file: steps/02-task.md", "file: steps/02-task.ipynb")
+    return path
+
+
+def test_a_notebook_step_is_its_markdown_and_code_cells(lab):
+    task = (lab / "steps" / "02-task.md").read_text()
+    head, tail = task.split("::: exercise which-ns\n")
+    as_notebook_step(lab, notebook(
+        ("markdown", head.splitlines(keepends=True)),
+        ("code", "import os\nprint('{{ secret }}', ```` == 1)\n".replace("````", "os.getpid()")),
+        ("markdown", "::: exercise which-ns\n\n" + tail),
+        ("code", ""),  # Jupyter's empty last cell
+        ("code", "```\nnot a fence```\n".replace("```", "x = '''", 1).replace("```", "'''"))))
+    loaded = load_lab(lab)
+    assert loaded.errors == []
+    step = loaded.steps[1]
+    assert step.notebook and step.exercises == ["which-ns", "sleeper"]
+    assert step.conditions == {"cgroup-v1", "cgroup-v2"}
+    parts = split_step(step.source)
+    cells = [p for p in parts if p.kind == "cell"]
+    assert [(c.index, c.value) for c in cells] == [
+        (0, "import os\nprint('{{ secret }}', os.getpid() == 1)\n"),
+        (1, "x = '''\nnot a fence'''\n")]
+    assert "stored output" not in step.source  # outputs in the file are not the learner's
+    assert [p.kind for p in parts] == ["markdown", "cell", "exercise", "markdown", "markdown",
+                                       "markdown", "exercise", "cell"]
+
+
+def test_a_notebook_reports_errors_by_cell(lab):
+    f = "example/steps/02-task.ipynb"
+    path = as_notebook_step(lab, notebook(
+        ("markdown", "# Processes\n\n::: exercise which-ns\n\n::: exercise sleeper\n"),
+        ("code", "x = 1\nprint(x +)\n"),
+        ("markdown", "{{ nope }}\n\n```python cel\nx\n```\n"),
+        ("markdown", "```sh\nnever closed\n"),
+        ("raw", "raw text\n")))
+    assert errors(lab) == [
+        f"{f}: cell 4: this fenced block is never closed in its cell: close it with a line "
+        "of its own",
+        f"{f}: cell 5: a raw cell has no place in a lab step: make it a markdown or a code cell",
+        f"{f}: cell 3: {{{{ nope }}}} names no param (params: note, secret)",
+        f"{f}: cell 2, line 2: the cell is not valid Python: invalid syntax",
+        f"{f}: cell 3, line 3: unknown info string 'python cel': a runnable cell is marked "
+        "```python cell (plain ```python stays plain code)",
+    ]
+    # What nbformat rejects: a code cell without outputs, a cell without an id.
+    nb = notebook(("markdown", "::: exercise which-ns\n::: exercise sleeper\n"),
+                  ("code", "print(1)\n"))
+    del nb["cells"][1]["outputs"]
+    path.write_text(json.dumps(nb))
+    # (A rejected notebook is no text: its exercises are reported as placed nowhere too.)
+    assert errors(lab)[0] == f"{f}: cell 2: nbformat rejects the notebook: 'outputs' is a " \
+                             "required property"
+    del nb["cells"][0]["id"]
+    nb["cells"][1]["outputs"] = []
+    path.write_text(json.dumps(nb))
+    assert errors(lab)[0] == f"{f}: cell 1: the cell has no id (nbformat 4.5 needs one): open " \
+                             "and save it in Jupyter"
+    nb["cells"][0]["id"] = nb["cells"][1]["id"]
+    path.write_text(json.dumps(nb))
+    assert errors(lab)[0] == f"{f}: cell 2: the cell's id 'c2' is also the id of cell 1"
+    # Another kernel's notebook, an old format, and a file that is not JSON at all.
+    path.write_text(json.dumps(notebook(
+        ("markdown", "::: exercise which-ns\n::: exercise sleeper\n"),
+        kernelspec={"name": "ir", "display_name": "R", "language": "R"})))
+    assert errors(lab) == [f"{f}:1: the notebook's kernel language is 'R': a lab's cells run "
+                           "in a python kernel"]
+    path.write_text(json.dumps({**notebook(), "nbformat": 3}))
+    assert errors(lab)[0] == f"{f}:1: nbformat 3 is not supported: save the notebook as " \
+                             "nbformat 4 (any current Jupyter does)"
+    path.write_text('{\n "cells": [\n  {,\n')
+    assert errors(lab)[0].startswith(f"{f}:3: not a notebook: not valid JSON")
+
+
+def test_validate_command_reports_cells_and_notebooks(lab, tmp_path):
+    path = as_notebook_step(lab, notebook(
+        ("markdown", "::: exercise which-ns\n\n::: exercise sleeper\n"),
+        ("code", "def f(:\n    pass\n")))
+    bad = nslab("lab", "validate", str(lab))
+    assert bad.returncode == 1
+    assert bad.stdout == "example/steps/02-task.ipynb: cell 2: the cell is not valid Python: " \
+                         "invalid syntax\n"
+    path.write_text(json.dumps(notebook(("markdown", "::: exercise which-ns\n"
+                                                     "::: exercise sleeper\n"),
+                                        ("code", "def f():\n    pass\n"))))
+    assert nslab("lab", "validate", str(lab)).returncode == 0
 
 
 def test_an_exercise_title_may_show_a_param_but_never_a_hidden_one(lab):

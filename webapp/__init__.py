@@ -18,7 +18,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import models  # noqa: F401 - the tables must be known before migrate/metadata use
 from . import (auth, courses, dashboard, errors, files, gradebook, health, lab_api, labs,
-               progress, sandboxes)
+               notebook, progress, sandboxes)
 from .config import ROOT, Config
 from .extensions import csrf, db, login_manager, migrate, socketio
 from .terminal.gate import SocketGate
@@ -66,6 +66,8 @@ def create_app(config: Config | Mapping | None = None) -> Flask:
     # request served) and the /terminal namespace. After socketio.init_app: the namespace
     # goes onto the socket.io server init_app just made for this app.
     sandboxes.init_app(app, socketio)
+    # Python cells in the learner's kernel (/notebook), and the scratch notebook's routes.
+    notebook.init_app(app, socketio)
 
     headers = security_headers(app.config)
 

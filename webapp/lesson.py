@@ -161,13 +161,22 @@ class ExerciseView:
 
 
 @dataclass
+class CellView:
+    """A runnable Python cell of a step (the page runs it in the learner's kernel)."""
+
+    id: str       # unique in the page: the step's id and the cell's index in it
+    source: str   # with the learner's values filled in
+    cell: bool = True  # what the template tells a cell from an exercise by
+
+
+@dataclass
 class StepView:
     id: str
     number: int
     title: str
     unlocked: bool
     passed: bool
-    parts: list  # Markup (lesson text) or ExerciseView, in reading order
+    parts: list  # Markup (lesson text), ExerciseView or CellView, in reading order
 
 
 def lesson_steps(lab: Lab, params: dict, rows: dict, last: dict, *, all_open: bool = False,
@@ -188,6 +197,13 @@ def lesson_steps(lab: Lab, params: dict, rows: dict, last: dict, *, all_open: bo
     for number, step in enumerate(lab.steps, 1):
         parts = []
         for part in split_step(step.source):
+            if part.kind == "cell":
+                # Both hosts' cells are shown where both texts are (labelled by the text
+                # around them); a learner gets only their host's.
+                if part.only is None or part.only == wanted or wanted is None:
+                    parts.append(CellView(f"{step.id}.{part.index}",
+                                          expand(part.value, params)))
+                continue
             if part.kind == "markdown":
                 if part.only is None or part.only == wanted:
                     parts.append(md(part.value))

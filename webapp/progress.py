@@ -286,8 +286,8 @@ def summary(lab: Lab, params: dict, rows: dict[str, ExerciseProgress]) -> dict:
     shown = lab.visible_params(params)
     exercises, everywhere = [], set()
     for step in lab.steps:
-        everywhere.update(n for part in split_step(step.source) if part.kind == "markdown"
-                          for n in placeholders(part.value))
+        everywhere.update(n for part in split_step(step.source)
+                          if part.kind in ("markdown", "cell") for n in placeholders(part.value))
     for ex in lab.ordered_exercises():
         row = rows.get(ex.id)
         passed = row is not None and row.passed_at is not None

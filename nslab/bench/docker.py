@@ -29,6 +29,7 @@ from pathlib import Path
 from sandbox.client import Client
 
 from nslab.bench import podman
+from nslab.bench.stats import percentile
 
 IMAGES_SRC = Path("/var/lib/nslab/images-src")  # where scripts/setup builds the images
 SANDBOX = {"cpus": 1.0, "memory": "1g", "pids": 1024, "disk": "2g", "containers": True}
@@ -46,13 +47,6 @@ RUN_LOOP = ('for i in $(seq {runs}); do s=$(date +%s%N); '
 
 class BenchError(Exception):
     """A step of the benchmark failed; the message says which and why."""
-
-
-def _percentile(values: list[float], p: float) -> float:
-    values = sorted(values)
-    k = (len(values) - 1) * p
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
 def _sh(client: Client, sid: str, script: str, what: str, timeout: float = 300) -> str:
@@ -89,7 +83,7 @@ def _inside(client: Client, runs: int) -> dict:
     finally:
         client.destroy(sid, purge=True)
     return {"run_p50_ms": round(statistics.median(times), 1),
-            "run_p95_ms": round(_percentile(times, 0.95), 1), "runs": len(times),
+            "run_p95_ms": round(percentile(times, 0.95), 1), "runs": len(times),
             "pull_nginx_s": round(pull, 2), "build_s": round(build_s, 2),
             "sandbox_rss_mib": round(rss, 1)}
 

@@ -45,6 +45,7 @@ import time
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
+from .stats import percentile
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CNI_STATE = Path("/var/lib/cni")
@@ -85,13 +86,6 @@ class Limits:
     cpus: float
     memory: str
     pids: int
-
-
-def _percentile(values: list[float], p: float) -> float:
-    values = sorted(values)
-    k = (len(values) - 1) * p
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
 def choose_runtime(cgroup_root: Path = CGROUP_ROOT) -> str:
@@ -178,7 +172,7 @@ def measure(rootfs: str, binds: list[tuple[str, str]], runs: int = 10,
                 pass
     times = out["times_ms"]
     return PodmanTiming(p50_ms=round(statistics.median(times), 2),
-                        p95_ms=round(_percentile(times, 0.95), 2), runs=len(times),
+                        p95_ms=round(percentile(times, 0.95), 2), runs=len(times),
                         runtime=runtime, address=out["address"], times_ms=times)
 
 

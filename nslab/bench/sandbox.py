@@ -25,19 +25,13 @@ from sandbox.client import Client, StreamClosed
 from sandbox.protocol import Channel
 
 from nslab.bench import podman
+from nslab.bench.stats import percentile
 
 PROMPT_MARK = b"nslab-ready$ "
 PODMAN_RUNS = 10  # after one warm-up run
 # What each benchmarked sandbox gets; podman's container gets the same CPU, memory and
 # process limits (podman has no per-container disk quota on an overlay rootfs).
 LIMITS = {"cpus": 1.0, "memory": "256m", "pids": 256, "disk": "256m"}
-
-
-def _percentile(values: list[float], p: float) -> float:
-    values = sorted(values)
-    k = (len(values) - 1) * p
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
 def _used_memory() -> int:
@@ -116,7 +110,7 @@ def _run(client: Client, count: int, background: int, interval: float) -> dict:
         "background_sandboxes": background,
         "interval_s": interval,
         "create_p50_ms": round(p50, 2),
-        "create_p95_ms": round(_percentile(create_ms, 0.95), 2),
+        "create_p95_ms": round(percentile(create_ms, 0.95), 2),
         "warm_hits": count - len(cold_ms),
         "cold_create_p50_ms": round(statistics.median(cold_ms), 2) if cold_ms else None,
         "exec_p50_ms": round(statistics.median(exec_ms), 2),

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import socketio
+from .stats import percentile
 
 NAMESPACE = "/terminal"
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -56,20 +57,6 @@ class BenchError(Exception):
 
 
 # ---------------------------------------------------------------- figures (pure)
-
-def percentile(values, p: float) -> float | None:
-    """The p-quantile (0 ≤ p ≤ 1) with linear interpolation between the closest ranks;
-    None for no values."""
-    if not 0 <= p <= 1:
-        raise ValueError("p must be between 0 and 1")
-    values = sorted(values)
-    if not values:
-        return None
-    k = (len(values) - 1) * p
-    lo = int(k)
-    hi = min(lo + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
-
 
 def _r(x: float | None, digits: int = 2) -> float | None:
     return None if x is None else round(x, digits)

@@ -5,7 +5,7 @@ Usage errors exit 2, operational errors exit 1 with one line `nslab: error: ...`
 `nslab sandbox exec` exits with the command's own exit code.
 
 One module per command group (`daemon`: sandboxd and images, `sandbox`, `lab`, `bench`,
-`web`), each importing what its commands use; `common` holds what they share. A group's
+`web`, `kernel`), each importing what its commands use; `common` holds what they share. A group's
 module is imported only when its command runs (or `--help` lists them all):
 `nslab sandboxd` forks its spawner from this very process, and every sandbox and exec is a
 fork of the spawner, so it must not carry the web app, the lab machinery or the daemon's
@@ -27,6 +27,7 @@ from .common import EXIT_ERROR, CommandError
 COMMANDS = {
     "sandboxd": "daemon", "sandbox": "sandbox", "image": "daemon", "bench": "bench",
     "db": "web", "user": "web", "course": "web", "demo": "web", "lab": "lab", "serve": "web",
+    "kernel": "kernel",
 }
 
 

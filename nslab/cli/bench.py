@@ -1,4 +1,4 @@
-"""`nslab bench sandbox|docker|terminal|grading`: the benchmarks (nslab.bench), their options and
+"""`nslab bench sandbox|docker|terminal|grading|kernel`: the benchmarks (nslab.bench), their options and
 how their figures are printed."""
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from nslab.bench.docker import BenchError as DockerBenchError
 from nslab.bench.docker import bench_docker
 from nslab.bench.grading import BenchError as GradingBenchError
 from nslab.bench.grading import bench_grading
+from nslab.bench.kernel import BenchError as KernelBenchError
+from nslab.bench.kernel import bench_kernel
 from nslab.bench.sandbox import bench_sandbox
 from nslab.bench.terminal import BenchError, bench_terminal, parse_counts
 from nslab.labkit.catalog import default_labs_dir
@@ -79,6 +81,16 @@ def cmd_bench_terminal(args) -> int:
                       f"{r['echo_p99_ms']} ms, max {r['echo_max_ms']} ms, lost {r['lost']}"
                       + (f", web RSS +{r['rss_growth_mib']} MiB" if phase == "flood" else ""))
     return 0
+
+
+def cmd_bench_kernel(args) -> int:
+    try:
+        result = bench_kernel(Client(args.socket), starts=args.starts, execs=args.execs)
+    except ValueError as e:  # a bad --starts or --execs: nothing was created
+        raise CommandError(str(e)) from None
+    except KernelBenchError as e:
+        raise CommandError(str(e)) from None
+    return _print_figures(result, args.json)
 
 
 def _interrupt(signum, frame):
@@ -185,6 +197,13 @@ def add_bench_commands(sub) -> None:
     bsg.add_argument("--quiet", action="store_true", help="no progress on stderr")
     bsg.add_argument("--json", action="store_true")
     bsg.set_defaults(func=cmd_bench_grading)
+    bsk = bs.add_parser("kernel", help="notebook kernel start (request to idle) and `1+1` "
+                        "latency inside a sandbox")
+    add_socket(bsk)
+    bsk.add_argument("--starts", type=int, default=5, help="kernels started (default 5)")
+    bsk.add_argument("--execs", type=int, default=50, help="timed `1+1` runs (default 50)")
+    bsk.add_argument("--json", action="store_true")
+    bsk.set_defaults(func=cmd_bench_kernel)
 
 
 COMMANDS = {"bench": add_bench_commands}

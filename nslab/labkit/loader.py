@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import random
 import re
 import sys
 import threading
+import warnings
 from pathlib import Path
 from types import ModuleType
 
 import yaml
 
 from .model import (ASSET_PART_RE, ASSET_TYPES, DEFAULT_HINT_COST, DEFAULT_TIMEOUT,
-                    ITEM_ID_RE, LAB_ID_RE, MAX_TIMEOUT, ONLY_CONDITIONS, Exercise, Lab,
-                    LabError, Quiz, Step, Wrong)
-from .params import (END_DIRECTIVE_RE, EXERCISE_DIRECTIVE_RE, ONLY_DIRECTIVE_RE,
-                     PLACEHOLDER_RE, directive_lines, text_lines)
+                    ITEM_ID_RE, LAB_ID_RE, MAX_TIMEOUT, NOTEBOOK_SUFFIX, ONLY_CONDITIONS,
+                    Exercise, Lab, LabError, Quiz, Step, Wrong)
+from .notebook import read_notebook
+from .params import (CELL_INFO, END_DIRECTIVE_RE, EXERCISE_DIRECTIVE_RE, ONLY_DIRECTIVE_RE,
+                     PLACEHOLDER_RE, directive_lines, draw_params, expand, fences, text_lines)
 
 PARAM_RE = re.compile(r"^[a-z_][a-z0-9_]{0,31}$")
 SANDBOX_KEYS = {"image", "cpus", "memory", "pids", "disk", "swap", "cpu_weight", "cpuset",
@@ -103,9 +106,17 @@ class _Reader:
         # hints, choices, walkthrough, quiz feedback) and what stays on the server.
         self.learner_texts: dict[str, list[tuple[str, int]]] = {}
         self.server_texts: dict[str, list[tuple[str, int]]] = {}
+        # Per notebook step's file: the (cell, line in it) of each line of its Markdown.
+        self.origins: dict[str, list[tuple[int, int]]] = {}
 
     def error(self, line: int, message: str, file: str | None = None) -> None:
-        self.errors.append(LabError(file or self.meta_file, line, message))
+        file = file or self.meta_file
+        origins = self.origins.get(file)
+        if origins and 1 <= line <= len(origins):
+            cell, line = origins[line - 1]
+            self.errors.append(LabError(file, line, message, cell))
+        else:
+            self.errors.append(LabError(file, line, message))
 
     def mapping(self, node: Node, allowed: set[str], required: set[str], what: str) -> dict:
         if not isinstance(node.value, dict):
@@ -222,6 +233,7 @@ def load_lab(folder: str | Path) -> Lab:
     lab.exercises = _exercises(r, top.get("exercises"), lab.params)
     _place(r, lab)
     _check_placeholders(r, lab)
+    _check_cells(r, lab)
     _check_assets(r, lab)
     lab.checks = _load_checks(r, lab)
     lab.errors = r.errors
@@ -305,8 +317,21 @@ def _steps(r: _Reader, node: Node | None) -> list[Step]:
         seen.add(sid)
         rel = r.text(values["file"], "step file")
         source = r.read(rel, values["file"].line, "step file") if rel else None
-        steps.append(Step(sid, r.text(values["title"], "step title"), rel, source or ""))
+        step = Step(sid, r.text(values["title"], "step title"), rel, source or "")
+        if source is not None and rel.endswith(NOTEBOOK_SUFFIX):
+            _notebook_step(r, step)
+        steps.append(step)
     return steps
+
+
+def _notebook_step(r: _Reader, step: Step) -> None:
+    """A notebook's cells as the step's Markdown; what is wrong with it, by cell."""
+    file = f"{r.folder.name}/{step.file}"
+    notebook = read_notebook(step.source)
+    for problem in notebook.problems:
+        r.errors.append(LabError(file, problem.line, problem.message, problem.cell))
+    step.source, step.origins = notebook.source, notebook.origins
+    r.origins[file] = notebook.origins
 
 
 def _exercises(r: _Reader, node: Node | None, params: dict) -> dict[str, Exercise]:
@@ -515,6 +540,71 @@ def _check_placeholders(r: _Reader, lab: Lab) -> None:
             scan(text, r.meta_file, line, False, True)
         for text, line in r.server_texts.get(eid, []):
             scan(text, r.meta_file, line, False, False)
+
+
+def _check_cells(r: _Reader, lab: Lab) -> None:
+    """Every `python cell` is closed and is Python (compiled with one learner's values, as
+    the learner gets it); a fence whose info string looks like a mistyped cell is
+    reported, or the author would find a cell shown as plain code."""
+    values = draw_params(lab.params, random.Random(0))
+    for step in lab.steps:
+        file = f"{lab.id}/{step.file}"
+        for fence in fences(step.source):
+            if not fence.is_cell:
+                if _mistyped_cell(fence.info):
+                    r.error(fence.line, f"unknown info string {fence.info!r}: a runnable cell "
+                                        f"is marked ```{CELL_INFO} (plain ```python stays "
+                                        "plain code)", file)
+                continue
+            if not fence.closed:
+                r.error(fence.line, f"this `{CELL_INFO}` block is never closed: end it with "
+                                    "a fence of its own", file)
+                continue
+            try:
+                caught = _compile(expand(fence.body, values), file)
+            except SyntaxError as e:
+                r.error(fence.line + (e.lineno or 1), f"the cell is not valid Python: {e.msg}",
+                        file)
+                continue
+            except ValueError as e:  # a NUL byte
+                r.error(fence.line, f"the cell cannot be compiled: {e}", file)
+                continue
+            for w in caught:
+                r.error(fence.line + w.lineno, f"the cell compiles with a warning: {w.message}",
+                        file)
+
+
+# warnings.catch_warnings changes process-wide state and restores it on exit: two threads
+# loading labs at once (the web app) must not interleave their saves and restores.
+_compile_lock = threading.Lock()
+
+
+def _compile(source: str, file: str) -> list[warnings.WarningMessage]:
+    """Compile a cell; the warnings the compiler gave about it (an invalid escape, `is`
+    with a literal: the author's bugs too), recorded rather than printed or raised."""
+    with _compile_lock, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compile(source, file, "exec", dont_inherit=True)
+    return [w for w in caught if w.filename == file and issubclass(
+        w.category, (SyntaxWarning, DeprecationWarning))]
+
+
+# The languages an author would mark a Python block with.
+PYTHON_NAMES = {"python", "python3", "py", "py3", "ipython", "ipython3"}
+
+
+def _mistyped_cell(info: str) -> bool:
+    """Whether an info string that is not exactly `python cell` was likely meant to be:
+    `python cel`, `python-cell`, `python3 cell`, `py cells`, `sh cell`."""
+    words = re.split(r"[\s_-]+", info.lower().strip())
+    if not info.strip() or info.split() == CELL_INFO.split():
+        return False
+    squashed = re.sub(r"[^a-z0-9]", "", info.lower())
+    if squashed.endswith(("cell", "cells")) or difflib.SequenceMatcher(
+            None, squashed, CELL_INFO.replace(" ", "")).ratio() >= 0.8:
+        return True
+    return "cell" in words[1:] or (words[0] in PYTHON_NAMES and any(
+        difflib.get_close_matches(w, ["cell"], n=1, cutoff=0.6) for w in words[1:]))
 
 
 def _check_assets(r: _Reader, lab: Lab) -> None:

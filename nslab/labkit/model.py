@@ -33,6 +33,8 @@ ONLY_CONDITIONS = {"cgroup-v1": 1, "cgroup-v2": 2}
 # (an SVG is served with a policy that blocks its scripts).
 ASSET_TYPES = {".svg": "image/svg+xml", ".png": "image/png", ".jpg": "image/jpeg",
                ".jpeg": "image/jpeg"}
+# A step file that is a Jupyter notebook (nbformat v4) rather than Markdown.
+NOTEBOOK_SUFFIX = ".ipynb"
 # One part of an asset's path: no leading dot, so never "..", never a hidden file.
 ASSET_PART_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
 
@@ -40,11 +42,15 @@ ASSET_PART_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
 @dataclass(frozen=True)
 class LabError:
     file: str
-    line: int
+    line: int  # in a notebook step (`cell` set): the line within that cell
     message: str
+    cell: int | None = None  # a notebook step's cell, counted from 1 as Jupyter shows them
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
+        if self.cell is None:
+            return f"{self.file}:{self.line}: {self.message}"
+        where = f"cell {self.cell}" + (f", line {self.line}" if self.line > 1 else "")
+        return f"{self.file}: {where}: {self.message}"
 
 
 @dataclass
@@ -55,6 +61,13 @@ class Step:
     source: str
     exercises: list[str] = field(default_factory=list)  # in the order they are placed
     conditions: set[str] = field(default_factory=set)  # of its `::: only` blocks
+    # A notebook step (`.ipynb`): its `source` is Markdown made from its cells (a code cell
+    # becomes a `python cell` block); per line of it, (cell number from 1, line in it).
+    origins: list[tuple[int, int]] | None = None
+
+    @property
+    def notebook(self) -> bool:
+        return self.origins is not None
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """A lab's text and values for one learner: params drawn, `{{ name }}` placeholders
 expanded, hidden values redacted, a step's Markdown cut at its `::: exercise ID` and
-`::: only CONDITION` directives.
+`::: only CONDITION` directives and its runnable ```` ```python cell ```` blocks.
 
-The placeholder and directive syntax is defined here once; the loader validates a lab
-against the same expressions.
+The placeholder, directive and fence syntax is defined here once; the loader validates a
+lab against the same expressions.
 """
 
 from __future__ import annotations
@@ -54,17 +54,70 @@ def param_env(params: dict) -> dict[str, str]:
     return {f"NSLAB_PARAM_{k.upper()}": str(v) for k, v in params.items()}
 
 
+class Fence(NamedTuple):
+    """A fenced code block of a step (CommonMark's rules: it opens with 3 or more backticks
+    or tildes; it closes with at least as many of the same character and nothing else;
+    never closed, it runs to the end). Any indentation is taken for a fence's, as a fence
+    in a list item is indented: this reader does not follow lists."""
+
+    line: int  # of the opening fence (1-based)
+    end: int  # of the closing fence, or the last line when it is never closed
+    info: str  # what follows the opening fence: "python cell", "sh", ""
+    body: str  # the lines between the fences, the fence's indentation taken off
+    closed: bool
+
+    @property
+    def is_cell(self) -> bool:
+        return self.info.split() == CELL_INFO.split()
+
+
+# The info string of a runnable cell. Plain ```python stays plain code.
+CELL_INFO = "python cell"
+FENCE_RE = re.compile(r"^( *)(`{3,}|~{3,})(.*)$")
+
+
+def _scan(source: str) -> list:
+    """The step's lines in order: (line number, line) outside fenced blocks, and one Fence
+    per fenced block."""
+    out: list = []
+    lines = source.splitlines()
+    number = 0
+    while number < len(lines):
+        line = lines[number]
+        number += 1
+        m = FENCE_RE.match(line)
+        # A backtick fence's info string has no backticks (CommonMark): "```a``` b" is text.
+        if not m or (m.group(2)[0] == "`" and "`" in m.group(3)):
+            out.append((number, line))
+            continue
+        indent, fence, info = len(m.group(1)), m.group(2), m.group(3).strip()
+        closer = re.compile(rf"^ *{re.escape(fence[0])}{{{len(fence)},}}\s*$")
+        body, start = [], number
+        while number < len(lines) and not closer.match(lines[number]):
+            body.append(_dedent(lines[number], indent))
+            number += 1
+        closed = number < len(lines)
+        out.append(Fence(start, number + 1 if closed else max(number, start), info,
+                         "".join(f"{b}\n" for b in body), closed))
+        number += closed
+    return out
+
+
+def _dedent(line: str, indent: int) -> str:
+    """`line` with up to `indent` leading spaces taken off (an indented fence's content)."""
+    return line[min(indent, len(line) - len(line.lstrip(" "))):]
+
+
 def text_lines(source: str):
     """(line number, line) of each line of Markdown outside fenced code blocks."""
-    fence = None
-    for number, line in enumerate(source.splitlines(), 1):
-        stripped = line.strip()
-        opener = re.match(r"^(`{3,}|~{3,})", stripped)
-        if opener and (fence is None or stripped.startswith(fence)):
-            fence = None if fence else opener.group(1)
-            continue
-        if not fence:
-            yield number, line
+    for item in _scan(source):
+        if not isinstance(item, Fence):
+            yield item
+
+
+def fences(source: str) -> list[Fence]:
+    """The fenced code blocks of a step, in order."""
+    return [item for item in _scan(source) if isinstance(item, Fence)]
 
 
 def directive_lines(source: str):
@@ -92,21 +145,42 @@ def redact(text: str, values: list[str]) -> tuple[str, bool]:
 
 
 class Part(NamedTuple):
-    """A piece of a step: Markdown (`only`: the condition of the block it sits in, if any)
-    or the place of an exercise."""
+    """A piece of a step: Markdown, the place of an exercise, or a runnable Python cell.
+    `only`: the condition of the `::: only` block it sits in, if any. A cell's `index`
+    counts the step's cells from 0 in the order they are written (cells of both `::: only`
+    blocks included, so it is the same on every host) and `line` is the line of its
+    opening fence in the step's source."""
 
-    kind: str  # "markdown" or "exercise"
-    value: str  # the Markdown, or the exercise id
+    kind: str  # "markdown", "exercise" or "cell"
+    value: str  # the Markdown, the exercise id, or the cell's Python source
     only: str | None = None
+    index: int | None = None
+    line: int | None = None
 
 
 def split_step(source: str) -> list[Part]:
-    """A step's Markdown cut at its directives, in order (the lab was validated: every
-    directive is an exercise, an `::: only CONDITION` opening a block, or `:::` closing it)."""
+    """A step's Markdown cut at its directives and its `python cell` blocks, in order (the
+    lab was validated: every directive is an exercise, an `::: only CONDITION` opening a
+    block, or `:::` closing it). A cell with nothing but blank lines is left out."""
     lines = source.splitlines(keepends=True)
-    parts, start, only = [], 0, None
-    for number, text in directive_lines(source):
-        parts.append(Part("markdown", "".join(lines[start:number - 1]), only))
+    parts, start, only, cells = [], 0, None, 0
+
+    def text_until(line: int) -> None:
+        parts.append(Part("markdown", "".join(lines[start:line - 1]), only))
+
+    for item in _scan(source):
+        if isinstance(item, Fence):
+            if item.is_cell:
+                text_until(item.line)
+                start = item.end
+                if item.body.strip():
+                    parts.append(Part("cell", item.body, only, cells, item.line))
+                    cells += 1
+            continue
+        number, text = item[0], item[1].strip()
+        if not DIRECTIVE_RE.match(text):
+            continue
+        text_until(number)
         start = number
         if m := EXERCISE_DIRECTIVE_RE.match(text):
             parts.append(Part("exercise", m.group(1)))
@@ -115,4 +189,4 @@ def split_step(source: str) -> list[Part]:
         elif END_DIRECTIVE_RE.match(text):
             only = None
     parts.append(Part("markdown", "".join(lines[start:]), only))
-    return [p for p in parts if p.kind == "exercise" or p.value.strip()]
+    return [p for p in parts if p.kind != "markdown" or p.value.strip()]

@@ -26,9 +26,14 @@ class ActivityTracker:
     def touch(self, sandbox_id: str | None) -> None:
         """Note activity now: the sandbox's idle stop starts counting again, and a warning
         its pages had is taken back."""
-        if not sandbox_id:
+        self.touch_at(sandbox_id, time.time())
+
+    def touch_at(self, sandbox_id: str | None, when: float) -> None:
+        """Note activity seen at `when` (epoch seconds; a kernel's, reported by sandboxd),
+        unless later activity was noted already."""
+        if not sandbox_id or when <= self._last.get(sandbox_id, 0.0):
             return
-        self._last[sandbox_id] = time.time()
+        self._last[sandbox_id] = when
         try:
             self._warned.remove(sandbox_id)
         except KeyError:

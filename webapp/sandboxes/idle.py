@@ -1,7 +1,8 @@
 """Idle stop: a learner's sandbox that saw no activity for IDLE_TIMEOUT seconds is stopped.
 
 Activity is a keystroke in one of its terminals, a terminal opened (the lab page), a file
-uploaded or downloaded, and whatever calls `sandboxes.touch()` (a check). It is noted in
+uploaded or downloaded, whatever calls `sandboxes.touch()` (a check, a cell run), and its
+notebook kernel relaying messages (asked of sandboxd when a sandbox is near its timeout). It is noted in
 memory (the app's `ActivityTracker`, cheap enough for every keystroke) and written to
 `SandboxAssignment.last_active` by the sweeper at most every IDLE_PERSIST_INTERVAL.
 
@@ -99,6 +100,13 @@ class IdleSweeper:
             if noted is not None and noted - _stamp(a.last_active) >= persist:
                 a.last_active = datetime.fromtimestamp(noted, timezone.utc)
             idle = now - last
+            if idle >= timeout - warning:
+                # A notebook kernel at work (a long cell, output streaming) is activity
+                # the web app may not have seen: asked of sandboxd only when near idle.
+                kernel = _kernel_activity(sid)
+                if kernel is not None and kernel > last:
+                    activity.touch_at(sid, kernel)
+                    idle = now - kernel
             if idle >= timeout:
                 if self._stop_idle(a, idle):
                     stopped.append(sid)
@@ -130,6 +138,18 @@ class IdleSweeper:
         db.session.commit()
         tracker().forget(sid)
         return True
+
+
+def _kernel_activity(sandbox_id: str) -> float | None:
+    """When the sandbox's notebook kernel last relayed a message (not its heartbeat), or
+    None: no kernel, or the daemon could not say."""
+    try:
+        return float(client().kernel(sandbox_id)["last_activity"])
+    except NotFound:
+        return None
+    except SandboxError as e:
+        log.warning("could not ask for sandbox %s's kernel: %s", sandbox_id, e.message)
+        return None
 
 
 def last_activity(assignment: SandboxAssignment) -> float:

@@ -12,13 +12,14 @@ import threading
 from collections.abc import Hashable
 from typing import Any, Callable
 
-from flask import current_app, request
-from flask_login import current_user
+from flask import request
 from flask_socketio import Namespace
 
 from sandbox.client import Client
 from sandbox.errors import CapacityExhausted, DaemonUnavailable, NotFound, SandboxError
 
+from ..socketusers import socket_user
+from ..socketusers import user_key as socket_user_key
 from .relay import Relay
 
 NAMESPACE = "/terminal"
@@ -48,10 +49,10 @@ class TerminalNamespace(Namespace):
         super().__init__(namespace)
         self.get_client = get_client
         self.authorize = authorize
-        self.get_user = get_user or _current_user
+        self.get_user = get_user or socket_user
         self.find_sandbox = find_sandbox
         self.on_activity = on_activity or (lambda sandbox_id: None)
-        self.user_key = user_key or _user_id
+        self.user_key = user_key or socket_user_key
         self.relays: dict[str, dict[str, Relay]] = {}   # sid → exec id → relay
         self.users: dict[str, Hashable] = {}            # sid → user key (signed-in pages)
         # Revocations (`disconnect_user`), counted, and the count at each user's last one:
@@ -312,17 +313,6 @@ def _retryable(e: SandboxError) -> bool | None:
     """The daemon is down or out of capacity: the page says so and tries again."""
     return True if isinstance(e, (DaemonUnavailable, CapacityExhausted)) else None
 
-
-def _current_user():
-    if getattr(current_app, "login_manager", None) is None:
-        return None
-    return current_user._get_current_object()
-
-
-def _user_id(user) -> Hashable | None:
-    if user is None or not getattr(user, "is_authenticated", False):
-        return None
-    return getattr(user, "id", None)
 
 
 def _no_delay(environ) -> None:
