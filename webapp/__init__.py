@@ -17,8 +17,8 @@ from sqlalchemy import event
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import models  # noqa: F401 - the tables must be known before migrate/metadata use
-from . import (auth, courses, dashboard, errors, files, gradebook, health, lab_api, labs,
-               notebook, progress, sandboxes)
+from . import (auth, courses, dashboard, errors, files, gauges, gradebook, health, lab_api,
+               labs, notebook, progress, sandboxes)
 from .config import ROOT, Config
 from .extensions import csrf, db, login_manager, migrate, socketio
 from .terminal.gate import SocketGate
@@ -68,6 +68,8 @@ def create_app(config: Config | Mapping | None = None) -> Flask:
     sandboxes.init_app(app, socketio)
     # Python cells in the learner's kernel (/notebook), and the scratch notebook's routes.
     notebook.init_app(app, socketio)
+    # Live gauges of a learner's sandbox's cgroups beside the terminal (/gauges).
+    gauges.init_app(app, socketio)
 
     headers = security_headers(app.config)
 
