@@ -10,56 +10,26 @@ who signed out or lost the right gets nothing more.
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Hashable
 from typing import Any, Callable
 
 from flask import request
-from flask_socketio import Namespace
 
 from sandbox.errors import SandboxError
 
-from ..socketusers import socket_user
-from ..socketusers import user_key as socket_user_key
+from ..socketusers import Authorize, FindSandbox, SandboxRoomNamespace
 from .kernels import MAX_SOURCE, NotebookError, Notebooks
 
 NAMESPACE = "/notebook"
 CELL_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,80}$")  # a step id (64) and a cell index
 
-Authorize = Callable[[Any, str, str], bool]
-FindSandbox = Callable[[Any, Any, Any], "str | None"]
-
-
-def room(sandbox_id: str) -> str:
-    return f"notebook:{sandbox_id}"
-
-
-class NotebookNamespace(Namespace):
+class NotebookNamespace(SandboxRoomNamespace):
     """`/notebook` for one app; `notebooks` holds the kernels."""
 
-    def __init__(self, namespace: str, *, notebooks: Notebooks, authorize: Authorize,
-                 find_sandbox: FindSandbox | None = None,
-                 get_user: Callable[[], Any] | None = None,
-                 user_key: Callable[[Any], Hashable | None] | None = None):
-        super().__init__(namespace)
+    ROOM_PREFIX = "notebook:"
+
+    def __init__(self, namespace: str, *, notebooks: Notebooks, **kwargs):
+        super().__init__(namespace, **kwargs)
         self.notebooks = notebooks
-        self.authorize = authorize
-        self.find_sandbox = find_sandbox
-        self.get_user = get_user or socket_user
-        self.user_key = user_key or socket_user_key
-        self._emit_lock = threading.Lock()
-        self._lock = threading.Lock()
-        self.users: dict[str, Hashable] = {}   # sid -> user key of each connected page
-
-    def to_sandbox(self, sandbox_id: str, event: str, data: dict) -> None:
-        """`event` to every page watching this sandbox's notebook; from any thread."""
-        with self._emit_lock:
-            self.socketio.emit(event, data, to=room(sandbox_id), namespace=self.namespace)
-
-    def _error(self, message: str, reason: str, **ids) -> None:
-        self.emit("error", {"message": message, "reason": reason,
-                            **{k: v for k, v in ids.items() if v is not None}},
-                  room=request.sid)
 
     def _allowed(self, data, mode: str) -> tuple[Any, str] | None:
         """(user, sandbox id) when the signed-in user may `mode` the sandbox the event
@@ -77,35 +47,6 @@ class NotebookNamespace(Namespace):
         return user, sandbox_id
 
     # ------------------------------------------------------------ events
-
-    def on_connect(self, auth=None):
-        key = self.user_key(self.get_user())
-        if key is None:
-            return False  # signed-in users only (the gate says so to real browsers first)
-        with self._lock:
-            self.users[request.sid] = key
-
-    def on_disconnect(self, reason=None):
-        with self._lock:
-            self.users.pop(request.sid, None)
-
-    def disconnect_user(self, key: Hashable) -> int:
-        """The user `key` signed out: cut their pages, from any thread. Every event is
-        checked on its own, but a page in a sandbox's room would go on receiving its
-        outputs. The sockets are cut by a background task (closing one waits for what was
-        queued to it). Returns the pages cut."""
-        with self._lock:
-            sids = [sid for sid, user in self.users.items() if user == key]
-            for sid in sids:
-                del self.users[sid]
-        if sids:
-            self.socketio.start_background_task(self._hang_up, sids)
-        return len(sids)
-
-    def _hang_up(self, sids: list[str]) -> None:
-        for sid in sids:
-            with self._emit_lock:
-                self.socketio.server.disconnect(sid, namespace=self.namespace)
 
     def on_open(self, data):
         """{sandbox_id | course+lab, readonly?, start?, tag?} → opened {tag, sandbox_id,
@@ -131,7 +72,7 @@ class NotebookNamespace(Namespace):
         if not self.authorize(user, sandbox_id, mode):
             return self._error("you may not use this sandbox's notebook", "forbidden",
                                tag=tag, sandbox_id=sandbox_id)
-        self.enter_room(request.sid, room(sandbox_id))
+        self.enter_room(request.sid, self.room(sandbox_id))
         if not readonly and data.get("start"):
             self.notebooks.open(sandbox_id)
             self.notebooks.on_activity(sandbox_id)
