@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, Daemon, free_subnet, leftovers, require_root
+from nslab.bench.procs import alive, descendants
 from sandbox.config import HostConfig
 
 pytestmark = pytest.mark.privileged
@@ -63,34 +64,6 @@ def _ensure_web_user() -> None:
     except KeyError:
         subprocess.run(["useradd", "--system", "--user-group", "--home-dir", "/var/lib/nslab-web",
                         "--shell", "/usr/sbin/nologin", WEB_USER], check=True)
-
-
-def _descendants(pid: int) -> set[int]:
-    """Every live process below `pid` (by PPid), found now."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 class WebApp:
@@ -165,7 +138,7 @@ class WebApp:
             assert time.monotonic() < deadline, \
                 "nslab serve did not answer:\n" + self.log.read_text()[-3000:]
             time.sleep(0.1)
-        self.pids = _descendants(self.proc.pid)
+        self.pids = descendants(self.proc.pid)
         uid = pwd.getpwnam(WEB_USER).pw_uid
         for pid in self.pids:  # gunicorn's master and worker run as nslab, never as root
             status = Path(f"/proc/{pid}/status").read_text()
@@ -191,13 +164,13 @@ class WebApp:
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
-                for pid in _descendants(self.proc.pid):
+                for pid in descendants(self.proc.pid):
                     os.kill(pid, signal.SIGKILL)
                 self.proc.kill()
                 self.proc.wait()
         # A process killed just now may take a moment to be gone.
         deadline = time.monotonic() + 5
-        while (left := [pid for pid in self.pids if _alive(pid)]) and \
+        while (left := [pid for pid in self.pids if alive(pid)]) and \
                 time.monotonic() < deadline:
             time.sleep(0.05)
         self.proc = None

@@ -17,8 +17,10 @@ from sqlalchemy import event
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import models  # noqa: F401 - the tables must be known before migrate/metadata use
-from . import (auth, courses, dashboard, errors, files, gauges, gradebook, health, lab_api,
-               labs, notebook, progress, sandboxes)
+from . import (auth, classroom, courses, dashboard, errors, files, gauges, gradebook, health,
+               lab_api, labs, notebook, progress, sandboxes, staff)
+from .classroom import actions as classroom_actions
+from .classroom import stats as classroom_stats
 from .config import ROOT, Config
 from .extensions import csrf, db, login_manager, migrate, socketio
 from .terminal.gate import SocketGate
@@ -59,6 +61,9 @@ def create_app(config: Config | Mapping | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(lab_api.bp)
     app.register_blueprint(gradebook.bp)
+    app.register_blueprint(staff.bp)
+    app.register_blueprint(classroom_stats.bp)
+    app.register_blueprint(classroom_actions.bp)  # the live page and its actions
     errors.register(app)
 
     progress.init_app(app)  # one check at a time per learner
@@ -70,6 +75,9 @@ def create_app(config: Config | Mapping | None = None) -> Flask:
     notebook.init_app(app, socketio)
     # Live gauges of a learner's sandbox's cgroups beside the terminal (/gauges).
     gauges.init_app(app, socketio)
+    # The instructor's live classroom (/classroom): pushes to teachers' and learners' pages,
+    # one usage sampler per watched course.
+    classroom.init_app(app, socketio)
 
     headers = security_headers(app.config)
 

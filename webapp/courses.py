@@ -52,6 +52,15 @@ def course_for_member(course_id: int) -> Course:
     return course
 
 
+def course_for_teacher(course_id: int, refusal: str) -> Course:
+    """The course if the current user teaches it (its instructor or a co-instructor); 404
+    if there is no such course, 403 with `refusal` for anyone else."""
+    course = course_for_member(course_id)
+    if not course.is_taught_by(current_user):
+        abort(403, description=refusal)
+    return course
+
+
 @bp.route("/new", methods=["GET", "POST"])
 @role_required(Role.INSTRUCTOR)
 def new():

@@ -6,12 +6,12 @@ from __future__ import annotations
 import csv
 import io
 
-from flask import Blueprint, Response, abort, render_template
-from flask_login import current_user, login_required
+from flask import Blueprint, Response, render_template
+from flask_login import login_required
 from sqlalchemy import select
 
 from . import labstore
-from .courses import course_for_member
+from .courses import course_for_teacher
 from .extensions import db
 from .models import Attempt, Course, ExerciseProgress
 
@@ -46,10 +46,7 @@ def _gradebook(course: Course) -> dict:
 
 
 def _taught(course_id: int) -> Course:
-    course = course_for_member(course_id)
-    if not course.is_taught_by(current_user):
-        abort(403, description="Only the course's instructor sees its grades.")
-    return course
+    return course_for_teacher(course_id, "Only the course's teachers see its grades.")
 
 
 @bp.route("/courses/<int:course_id>/grades")

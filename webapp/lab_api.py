@@ -7,13 +7,14 @@ CSRF check: the page carries `<meta name="csrf-token">` and fetch() sends `X-CSR
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, jsonify, request
+from flask import Blueprint, abort, current_app, jsonify, request
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
 from nslab.labkit.params import expand
 
 from . import labstore, progress, sandboxes
+from .classroom import push
 from .courses import course_for_member
 from .extensions import db
 from .labs import assets_url
@@ -108,6 +109,8 @@ def check(lab_id: str, exercise_id: str):
         out["walkthrough_html"] = str(render_markdown(expand(ex.walkthrough, params),
                                                       assets=assets))
     db.session.commit()
+    # The teachers' live view: one learner's row (nothing when no teacher watches).
+    push.learner_changed(current_app._get_current_object(), course.id, current_user.id)
     return jsonify(out)
 
 
@@ -122,6 +125,7 @@ def hint(lab_id: str, exercise_id: str):
     except progress.ProgressError as e:
         db.session.rollback()
         return _fail(e)
+    push.learner_changed(current_app._get_current_object(), course.id, current_user.id)
     return jsonify(hints_used=row.hints_used, hints=len(ex.hints), hint=text,
                    hint_html=str(render_markdown(text, assets=assets_url(course.id, lab.id))),
                    exercise=progress.exercise_state(ex, row))

@@ -132,8 +132,26 @@ class Course(db.Model):
     def by_code(cls, code: str) -> Course | None:
         return db.session.scalar(select(cls).where(cls.join_code == normalize_join_code(code)))
 
-    def is_taught_by(self, user: User) -> bool:
+    staff: Mapped[list[CourseStaff]] = relationship(back_populates="course",
+                                                    cascade="all, delete-orphan",
+                                                    order_by="CourseStaff.created")
+
+    def is_owned_by(self, user: User) -> bool:
+        """The instructor who made the course: the only one who names its co-instructors."""
         return user.is_authenticated and self.instructor_id == user.id
+
+    def is_taught_by(self, user: User) -> bool:
+        """The course's instructor or one of its co-instructors (teaching assistants): the
+        same rights on this course, and none on any other."""
+        if not user.is_authenticated:
+            return False
+        return self.instructor_id == user.id or db.session.scalar(
+            select(CourseStaff.id).where(CourseStaff.course_id == self.id,
+                                         CourseStaff.user_id == user.id)) is not None
+
+    def teacher_ids(self) -> list[int]:
+        """The instructor and every co-instructor."""
+        return [self.instructor_id] + [s.user_id for s in self.staff]
 
     def has_learner(self, user: User) -> bool:
         return user.is_authenticated and db.session.scalar(
@@ -159,6 +177,63 @@ class Enrollment(db.Model):
 
     user: Mapped[User] = relationship(back_populates="enrollments")
     course: Mapped[Course] = relationship(back_populates="enrollments")
+
+
+class CourseStaff(db.Model):
+    """A co-instructor (teaching assistant) of a course: an instructor account with the
+    course's instructor's rights on this course only."""
+
+    __tablename__ = "course_staff"
+    __table_args__ = (UniqueConstraint("course_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    course_id: Mapped[int] = mapped_column(ForeignKey("courses.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"),
+                                         index=True)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    course: Mapped[Course] = relationship(back_populates="staff")
+    user: Mapped[User] = relationship()
+
+
+class HelpRequest(db.Model):
+    """A learner's raised hand in a course ("Ask for help"), with an optional message.
+    Open until closed; a teacher may claim it first (so two do not walk over)."""
+
+    __tablename__ = "help_requests"
+    __table_args__ = (Index("ix_help_requests_open", "course_id", "closed_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    course_id: Mapped[int] = mapped_column(ForeignKey("courses.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    lab_id: Mapped[str | None] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(String(500), default="")
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    claimed_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"))
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+
+    user: Mapped[User] = relationship(foreign_keys=[user_id])
+    claimed_by: Mapped[User | None] = relationship(foreign_keys=[claimed_by_id])
+
+
+class Announcement(db.Model):
+    """A teacher's message to a whole course (to_user_id None) or to one learner."""
+
+    __tablename__ = "announcements"
+    __table_args__ = (Index("ix_announcements_course", "course_id", "created"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    course_id: Mapped[int] = mapped_column(ForeignKey("courses.id", ondelete="CASCADE"))
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    to_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    text: Mapped[str] = mapped_column(String(500))
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    author: Mapped[User | None] = relationship(foreign_keys=[author_id])
+    to_user: Mapped[User | None] = relationship(foreign_keys=[to_user_id])
 
 
 class CourseLab(db.Model):

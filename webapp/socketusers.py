@@ -12,7 +12,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from flask import current_app, request
-from flask_login import current_user
+from flask_login import current_user, user_logged_out
 from flask_socketio import Namespace
 
 Authorize = Callable[[Any, str, str], bool]   # (user, sandbox id, "read"|"write") -> allowed
@@ -97,6 +97,15 @@ class SandboxRoomNamespace(Namespace):
         if sids:
             self.socketio.start_background_task(self._hang_up, sids)
         return len(sids)
+
+    def cut_at_sign_out(self, app) -> None:
+        """Signing out of `app` cuts the user's pages here: a page in a room would go on
+        receiving its events (each event it sends is checked, but not what it is sent)."""
+        def signed_out(sender, user=None, **extra):
+            if user is not None and getattr(user, "id", None) is not None:
+                self.disconnect_user(user.id)
+
+        user_logged_out.connect(signed_out, app, weak=False)
 
     def _hang_up(self, sids: list[str]) -> None:
         for sid in sids:

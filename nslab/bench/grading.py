@@ -58,7 +58,7 @@ def _labels(token: str, role: str) -> dict:
     return {"purpose": "bench-grading", "bench": token, "role": role}
 
 
-def _destroy_all(client, ids: list[str], token: str) -> list[str]:
+def destroy_all(client, ids: list[str], token: str) -> list[str]:
     """Destroy `ids` and anything else labelled with this run's token; what could not be
     destroyed is returned. A Ctrl-C in the middle of this does not stop it: a hog left
     running would load the host until someone finds it."""
@@ -192,7 +192,7 @@ def bench_grading(client, lab: Lab, *, exercise: str = "cpu-limit", hogs: int = 
                 f"{result.feedback[:100]}")
         load = _loadavg()
     finally:
-        left = _destroy_all(client, made, token)
+        left = destroy_all(client, made, token)
         if left:
             log(f"could not destroy {len(left)} sandboxes: {', '.join(left)}")
     return {

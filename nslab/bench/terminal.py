@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import socketio
+from .procs import cpu_seconds, ppid, rss_bytes
 from .stats import percentile
 
 NAMESPACE = "/terminal"
@@ -142,38 +143,13 @@ def server_pid(port: int) -> int | None:
         try:
             fds = os.listdir(f"/proc/{entry}/fd")
             if any(os.readlink(f"/proc/{entry}/fd/{fd}") in inodes for fd in fds):
-                holders[int(entry)] = _ppid(int(entry))
+                holders[int(entry)] = ppid(int(entry))
         except OSError:
             continue
     children = [pid for pid, ppid in holders.items() if ppid in holders]
     if children:
         return max(children)
     return max(holders) if holders else None
-
-
-def _ppid(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[1])
-
-
-def rss_bytes(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def cpu_seconds(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 class Probe:

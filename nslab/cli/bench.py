@@ -1,5 +1,5 @@
-"""`nslab bench sandbox|docker|terminal|grading|kernel`: the benchmarks (nslab.bench), their options and
-how their figures are printed."""
+"""`nslab bench sandbox|docker|terminal|grading|kernel|classroom`: the benchmarks
+(nslab.bench), their options and how their figures are printed."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import signal
 import sys
 from pathlib import Path
 
+from nslab.bench.classroom import BenchError as ClassroomBenchError
+from nslab.bench.classroom import bench_classroom
+from nslab.bench.classroom import validate as validate_classroom
 from nslab.bench.docker import IMAGES_SRC
 from nslab.bench.docker import BenchError as DockerBenchError
 from nslab.bench.docker import bench_docker
@@ -22,6 +25,7 @@ from nslab.labkit.catalog import default_labs_dir
 from nslab.labkit.loader import load_lab
 from sandbox.client import Client
 
+from .bench_instance import seed_instance
 from .common import EXIT_ERROR, CommandError, add_socket
 
 
@@ -129,6 +133,37 @@ def cmd_bench_grading(args) -> int:
     return 0 if result["passed"] == result["runs"] else EXIT_ERROR
 
 
+def cmd_bench_classroom(args) -> int:
+    try:
+        validate_classroom(args.learners, args.checks, args.rate, args.seconds)
+    except ClassroomBenchError as e:
+        raise CommandError(str(e)) from None
+    if os.geteuid() != 0:
+        raise CommandError("bench classroom runs as root: it serves its throwaway instance "
+                           "as the user nslab, as scripts/serve does")
+    client = Client(args.socket)  # $NSLAB_SOCKET, else the default daemon's
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if not args.quiet else \
+        (lambda msg: None)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        result = bench_classroom(client, seed_instance, socket_path=str(client.socket_path),
+                                 learners=args.learners, checks=args.checks, rate=args.rate,
+                                 seconds=args.seconds, seed_rng=args.seed, log=log)
+    except ClassroomBenchError as e:
+        raise CommandError(str(e)) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for k, v in result.items():
+            if not isinstance(v, dict):
+                print(f"{k:28} {v}")
+        for phase in ("without_view", "at_rest", "checking"):
+            print(f"{phase}: {json.dumps(result[phase])}")
+    return 0
+
+
 def _demo_password(user: str) -> str | None:
     """The demo account's password from `nslab demo`'s file, where this user may read it."""
     for base in filter(None, (os.environ.get("NSLAB_INSTANCE"), "/var/lib/nslab-web")):
@@ -204,6 +239,22 @@ def add_bench_commands(sub) -> None:
     bsk.add_argument("--execs", type=int, default=50, help="timed `1+1` runs (default 50)")
     bsk.add_argument("--json", action="store_true")
     bsk.set_defaults(func=cmd_bench_kernel)
+    bsc = bs.add_parser("classroom", help="the instructor's live view with a class: time "
+                        "from a learner's check to the instructor's cell, and the web "
+                        "process's CPU at rest (a throwaway instance; as root)")
+    add_socket(bsc)
+    bsc.add_argument("--learners", type=int, default=50,
+                     help="learner accounts, each with a running sandbox and an open page "
+                          "(default 50)")
+    bsc.add_argument("--checks", type=int, default=250, help="checks in phase 2 (default 250)")
+    bsc.add_argument("--rate", type=float, default=5.0,
+                     help="checks a second, the whole class together (default 5)")
+    bsc.add_argument("--seconds", type=float, default=30.0,
+                     help="length of phase 1, the live view at rest (default 30)")
+    bsc.add_argument("--seed", type=int, help="seed for the check times and answers")
+    bsc.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    bsc.add_argument("--json", action="store_true")
+    bsc.set_defaults(func=cmd_bench_classroom)
 
 
 COMMANDS = {"bench": add_bench_commands}

@@ -6,6 +6,7 @@
 //    detail {command: "..."} (no trailing newline); the terminal decides how to send it.
 //  - a theme change dispatches `nslab:theme` on document with detail {theme: "light"|"dark"};
 //    window.nslab.theme() gives the theme in effect now.
+//  - window.nslab.postJSON(url, body): a JSON POST with the page's CSRF token.
 //  - a split resize dispatches `nslab:resize` on #terminal (fit the terminal then).
 (function () {
   "use strict";
@@ -28,7 +29,25 @@
     document.dispatchEvent(new CustomEvent("nslab:theme", {detail: {theme: theme()}}));
   }
 
-  window.nslab = {theme: theme};
+  // A JSON POST with the page's CSRF token; resolves with the answer's JSON, rejects with
+  // an Error carrying the server's message (or its status) when it is not a success.
+  function postJSON(url, body) {
+    var token = document.querySelector('meta[name="csrf-token"]');
+    return fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: {"Content-Type": "application/json", "Accept": "application/json",
+                "X-CSRFToken": token ? token.content : ""},
+      body: JSON.stringify(body || {})
+    }).then(function (r) {
+      return r.json().catch(function () { return {}; }).then(function (data) {
+        if (!r.ok) throw new Error(data.message || "The server answered " + r.status + ".");
+        return data;
+      });
+    });
+  }
+
+  window.nslab = {theme: theme, postJSON: postJSON};
 
   var toggle = document.getElementById("theme-toggle");
   if (toggle) {

@@ -24,7 +24,11 @@
 
   const socket = io("/gauges", { transports: ["websocket", "polling"], tryAllTransports: true });
   // Again on every reconnect: the server forgets a page's watch when its socket goes.
-  const watch = () => socket.emit("watch", { course: root.dataset.course, lab: root.dataset.lab });
+  // data-watch names a sandbox (a teacher's watch page, webapp/classroom/); else the
+  // signed-in learner's own sandbox of the page's course and lab.
+  const target = root.dataset.watch ? { sandbox_id: root.dataset.watch } :
+    { course: root.dataset.course, lab: root.dataset.lab };
+  const watch = () => socket.emit("watch", target);
   socket.on("connect", watch);
   const RETRY = 2000;           // ms before asking again for a sandbox not made yet
   socket.on("error", (m) => {

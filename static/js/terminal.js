@@ -5,6 +5,9 @@
  * The page provides
  *   <div id="terminal" data-course="..." data-lab="..." [data-sandbox-id="..."]
  *        [data-readonly="1" [data-exec-id="..."]]></div>
+ * or, for a teacher typing in a learner's shell during a takeover (webapp/classroom/),
+ *   <div id="terminal" ... data-sandbox-id="..." data-guest="1" data-exec-id="..."></div>
+ * (writable on that one shell: no new tabs, and closing its tab never ends the shell)
  * (without a sandbox id the server finds the learner's sandbox from course and lab) and
  * loads /static/vendor/xterm.css, xterm.js, addon-fit.js, socket.io.min.js before this
  * file. The element needs a height (the strip of tabs takes its first line). An element
@@ -39,6 +42,8 @@
   }
   const sandboxId = root.dataset.sandboxId || null;
   const readonly = root.dataset.readonly === "1" || root.dataset.readonly === "true";
+  // A guest types in someone else's shell: it must neither end it nor open others there.
+  const guest = !readonly && root.dataset.guest === "1";
   const storageKey = ["nslab.terminals", root.dataset.course || "", root.dataset.lab || "",
     sandboxId].join(":");
   // The server stops at 256 KiB unacknowledged: ack big output at once, and echoes
@@ -66,7 +71,7 @@
   const panes = element("div", "terminal-panes", root);
   Object.assign(panes.style, { flex: "1 1 auto", minHeight: "0", position: "relative" });
   let addButton = null;
-  if (!readonly) {
+  if (!readonly && !guest) {
     addButton = element("button", "terminal-add", strip);
     addButton.type = "button";
     addButton.title = "New terminal";
@@ -180,7 +185,7 @@
     t.label.textContent = readonly ? "Watching" : "Terminal " + t.n;
     strip.insertBefore(t.tab, addButton);
     t.tab.addEventListener("click", () => activate(t));
-    if (!readonly) {
+    if (!readonly && !guest) {
       const x = element("span", "terminal-tab-close", t.tab);
       x.textContent = "\u00d7";
       x.title = "Close this terminal (ends its shell)";
@@ -218,7 +223,8 @@
     // Mouse reports in X10 mode are bytes, not UTF-8 text: one char per byte.
     t.term.onBinary((s) => send(t, s, true));
     t.term.onResize(({ rows, cols }) => {
-      if (t.ready && !readonly) socket.emit("resize", { exec_id: t.execId, rows, cols });
+      // A guest's window never sizes the learner's terminal (they keep their own).
+      if (t.ready && !readonly && !guest) socket.emit("resize", { exec_id: t.execId, rows, cols });
     });
     t.term.attachCustomKeyEventHandler((ev) => clipboardKeys(t, ev));
 
@@ -277,11 +283,12 @@
     else Object.assign(msg, { course: root.dataset.course, lab: root.dataset.lab });
     if (t.execId) msg.exec_id = t.execId;
     if (readonly) msg.readonly = true;
+    if (guest) msg.guest = true;
     socket.emit("open", msg);
   }
 
   function save() {
-    if (readonly) return;
+    if (readonly || guest) return;
     try {
       sessionStorage.setItem(storageKey, JSON.stringify({
         execIds: tabs.map((t) => t.execId).filter(Boolean),
@@ -513,7 +520,7 @@
     window.addEventListener("resize", () => active && fitTab(active));
   }
 
-  if (readonly) {
+  if (readonly || guest) {
     newTab(root.dataset.execId || null);
   } else {
     const saved = load();

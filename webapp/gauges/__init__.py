@@ -28,7 +28,6 @@ Events to the pages watching a sandbox (room `gauges:<id>`):
 from __future__ import annotations
 
 from flask import Flask
-from flask_login import user_logged_out
 from flask_socketio import SocketIO
 
 from ..extensions import db
@@ -53,12 +52,7 @@ def init_app(app: Flask, socketio: SocketIO) -> GaugeNamespace:
                        start=socketio.start_background_task)
     socketio.on_namespace(ns)
 
-    def signed_out(sender, user=None, **extra):
-        # A page in a sandbox's room would go on receiving its gauges.
-        if user is not None and getattr(user, "id", None) is not None:
-            ns.disconnect_user(user.id)
-
-    user_logged_out.connect(signed_out, app, weak=False)
+    ns.cut_at_sign_out(app)
     app.extensions[GAUGES] = ns
     return ns
 

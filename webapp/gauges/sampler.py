@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 
 from sandbox.client import Client
 from sandbox.errors import SandboxError
 from sandbox.protocol import Reason
+
+from ..samplers import SharedSamplers
 
 log = logging.getLogger("nslab.gauges")
 
@@ -32,7 +34,8 @@ STOPPED = {Reason.NOT_RUNNING.value, Reason.NO_SUCH_SANDBOX.value, Reason.NOT_FO
 Emit = Callable[[str, str, dict], None]
 
 
-def _limit(value) -> int | float | None:
+def shown_limit(value) -> int | float | None:
+    """A limit as a gauge shows it: None where there is none (missing, 0, v1's "max")."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return None if value <= 0 or value >= UNLIMITED else value
@@ -40,12 +43,12 @@ def _limit(value) -> int | float | None:
 
 def _group(path: str, usage: dict, cpus, memory_max, pids_max, cpu: float | None) -> dict:
     return {"path": path, "cpu": None if cpu is None else round(cpu, 3),
-            "cpu_max": _limit(cpus), "memory": usage.get("memory_current"),
-            "memory_max": _limit(memory_max), "pids": usage.get("pids_current"),
-            "pids_max": _limit(pids_max), "throttled": usage.get("cpu_nr_throttled")}
+            "cpu_max": shown_limit(cpus), "memory": usage.get("memory_current"),
+            "memory_max": shown_limit(memory_max), "pids": usage.get("pids_current"),
+            "pids_max": shown_limit(pids_max), "throttled": usage.get("cpu_nr_throttled")}
 
 
-def _rate(before: tuple[float, int] | None, now: float, used) -> float | None:
+def cpu_rate(before: tuple[float, int] | None, now: float, used) -> float | None:
     """CPUs used between two samples of a cpu_usage_ns counter (None without two)."""
     if before is None or not isinstance(used, int):
         return None
@@ -67,7 +70,7 @@ def summarize(sandbox_id: str, stats: dict, tree: list[dict] | None, truncated: 
     seen: dict = {}
 
     def rate_of(key, used) -> float | None:
-        rate = _rate(counters.get(key), now, used)
+        rate = cpu_rate(counters.get(key), now, used)
         if isinstance(used, int):
             seen[key] = (now, used)
         return rate
@@ -163,60 +166,20 @@ class Sampler:
             self._stop.wait(self.interval)
 
 
-class Gauges:
+class Gauges(SharedSamplers):
     """The samplers of an app: one per sandbox with at least one watching page."""
 
     def __init__(self, daemon: Client, *, emit: Emit, interval: float = INTERVAL,
                  start: Callable[..., object] | None = None):
+        super().__init__(start)
         self.daemon = daemon
         self.emit = emit
         self.interval = interval
-        self._start = start or (lambda fn: threading.Thread(target=fn, daemon=True).start())
-        self._lock = threading.Lock()
-        self.samplers: dict[str, Sampler] = {}
-        self.watchers: dict[str, set[Hashable]] = {}   # sandbox id -> page sids
-        self.watching: dict[Hashable, str] = {}        # page sid -> sandbox id
 
-    def watch(self, page: Hashable, sandbox_id: str) -> bool:
-        """`page` watches `sandbox_id` (and no longer what it watched before). True when
-        this started the sandbox's sampler."""
-        with self._lock:
-            if self.watching.get(page) == sandbox_id:
-                return False   # a page asking again (a retry) keeps its sampler going
-            self._leave(page)
-            self.watching[page] = sandbox_id
-            self.watchers.setdefault(sandbox_id, set()).add(page)
-            if sandbox_id in self.samplers:
-                return False
-            sampler = self.samplers[sandbox_id] = Sampler(self.daemon, sandbox_id, self.emit,
-                                                          self.interval)
-        self._start(sampler.run)
-        return True
+    def _make(self, sandbox_id: str, seed=None) -> Sampler:
+        return Sampler(self.daemon, sandbox_id, self.emit, self.interval)
 
     def last(self, sandbox_id: str) -> dict | None:
         """The latest sample of this sandbox, if its sampler has made one."""
         sampler = self.samplers.get(sandbox_id)
         return sampler.last if sampler is not None else None
-
-    def unwatch(self, page: Hashable) -> None:
-        with self._lock:
-            self._leave(page)
-
-    def _leave(self, page: Hashable) -> None:
-        sandbox_id = self.watching.pop(page, None)
-        if sandbox_id is None:
-            return
-        pages = self.watchers.get(sandbox_id)
-        pages.discard(page)
-        if not pages:
-            del self.watchers[sandbox_id]
-            self.samplers.pop(sandbox_id).stop()
-
-    def close(self) -> None:
-        """Stop every sampler (the app is going away)."""
-        with self._lock:
-            for sampler in self.samplers.values():
-                sampler.stop()
-            self.samplers.clear()
-            self.watchers.clear()
-            self.watching.clear()

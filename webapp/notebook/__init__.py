@@ -35,7 +35,6 @@ Grading never reads any of this: checks look at the sandbox from the host.
 from __future__ import annotations
 
 from flask import Flask
-from flask_login import user_logged_out
 from flask_socketio import SocketIO
 
 from nslab.kernels import kernel_manager
@@ -61,12 +60,7 @@ def init_app(app: Flask, socketio: SocketIO) -> NotebookNamespace:
                            find_sandbox=find_for_terminal)
     notebooks.emit = ns.to_sandbox  # the kernels speak to the pages through the namespace
 
-    def signed_out(sender, user=None, **extra):
-        # A page watching a sandbox's room would go on receiving its outputs.
-        if user is not None and getattr(user, "id", None) is not None:
-            ns.disconnect_user(user.id)
-
-    user_logged_out.connect(signed_out, app, weak=False)
+    ns.cut_at_sign_out(app)
     app.extensions[NOTEBOOK] = ns
     app.register_blueprint(bp)
     return ns

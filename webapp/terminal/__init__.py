@@ -5,7 +5,10 @@ daemon's attach stream (`sandbox.client.Client.attach`).
 
 Events from the page (several terminals, the page's tabs, share one connection and are
 keyed by exec id):
-  open   {sandbox_id | course+lab, rows, cols, exec_id?, readonly?, tag?}
+  open   {sandbox_id | course+lab, rows, cols, exec_id?, readonly?, guest?, tag?}
+                                    (guest: typing in someone else's shell, a take-over:
+                                    only that live shell, never a new one, and the page's
+                                    size never resizes it)
                                     → opened {tag, exec_id, sandbox_id, readonly, reattached}
   input  (exec_id, seq, text[, binary])  keystrokes, numbered from 0 per open: text is
                                     sent as UTF-8; with binary, each char is one byte.

@@ -158,6 +158,29 @@ class TerminalNamespace(Namespace):
             self.socketio.start_background_task(self._hang_up, sids)
         return len(sids)
 
+    def cut_writers(self, key: Hashable, sandbox_id: str, message: str, reason: str, *,
+                    viewers_too: bool = False) -> int:
+        """Close the relays through which user `key`'s pages type into this sandbox (their
+        read-only ones stay, unless `viewers_too`: the user may not even watch it any
+        more), from any thread: their right to type is gone (a take-over ended). Each page
+        hears `error {message, reason, exec_id}`; the shell goes on. Returns the relays
+        cut."""
+        with self._lock:
+            cut = []
+            for sid in [sid for sid, user in self.users.items() if user == key]:
+                terms = self.relays.get(sid, {})
+                for exec_id, relay in list(terms.items()):
+                    if relay.sandbox_id == sandbox_id and (viewers_too or not relay.readonly):
+                        # Out of `relays` first: the page's next keystroke finds no relay.
+                        del terms[exec_id]
+                        cut.append(relay)
+        for relay in cut:
+            relay.close()
+            self.send(relay.sid, "error", {"message": message, "reason": reason,
+                                           "exec_id": relay.exec_id,
+                                           "sandbox_id": relay.sandbox_id})
+        return len(cut)
+
     def _hang_up(self, sids: list[str]) -> None:
         server = self.socketio.server
         for sid in sids:
@@ -178,6 +201,7 @@ class TerminalNamespace(Namespace):
         sandbox_id = data.get("sandbox_id")
         exec_id = data.get("exec_id") or None
         readonly = bool(data.get("readonly"))
+        guest = bool(data.get("guest")) and not readonly
         rows, cols = _size(data)
         if exec_id is not None and not isinstance(exec_id, str):
             return self._error("exec_id must be a string", tag=tag)
@@ -198,11 +222,11 @@ class TerminalNamespace(Namespace):
                 exec_id = self.latest_shell.get(sandbox_id)
             reattached = exec_id is not None and _alive_shell(client, exec_id, sandbox_id)
             if not reattached:
-                if readonly:
+                if readonly or guest:
                     return self._error("there is no terminal to watch in this sandbox",
                                        tag=tag, exec_id=exec_id)
                 exec_id = client.exec(sandbox_id, SHELL, tty=True, rows=rows, cols=cols)["id"]
-            elif not readonly:
+            elif not (readonly or guest):
                 client.resize(exec_id, rows, cols)  # this page's size, before the replay
             stream = client.attach(exec_id, readonly=readonly, replay=True)
         except SandboxError as e:
@@ -220,6 +244,13 @@ class TerminalNamespace(Namespace):
                 self.latest_shell[sandbox_id] = exec_id
         if old is not None:
             old.close()
+        if not readonly and not self.authorize(user, sandbox_id, "write"):
+            # The right to type was withdrawn while this open was under way (a take-over
+            # ended): `cut_writers` ran before the relay was in `relays`, so it is cut here.
+            self.forget(relay)
+            stream.close()   # its relay never ran: nothing else closes the stream
+            return self._error("you may not use this sandbox's terminal", tag=tag,
+                               sandbox_id=sandbox_id)
         self.enter_room(request.sid, room(sandbox_id))
         if not readonly:
             self.on_activity(sandbox_id)
