@@ -11,12 +11,12 @@ import time
 from contextlib import contextmanager
 
 import pytest
-from webapp_helpers import login, logout, make_course, make_user
+from webapp_helpers import SocketPage, logout, make_course, make_user
 
 from conftest import ROOT, ok
 from webapp import create_app
 from webapp.config import TestConfig
-from webapp.extensions import db, socketio
+from webapp.extensions import db
 from webapp.gauges import GAUGES, MAX_GROUPS, summarize
 from webapp.gauges.sampler import UNLIMITED
 from webapp.models import Role, User
@@ -123,33 +123,11 @@ def idle_app(tmp_path, webapp_schema, sandboxd):
         yield app
 
 
-class Page:
+class Page(SocketPage):
     """A signed-in browser: a Flask test client plus a socket.io test client on /gauges."""
 
     def __init__(self, app, name: str | None):
-        self.web = app.test_client()
-        if name is not None:
-            assert login(self.web, name).status_code in (302, 303)
-        self.sio = socketio.test_client(app, namespace=NS, flask_test_client=self.web)
-        self.events: list[dict] = []
-
-    def pump(self):
-        if not self.sio.is_connected(NS):
-            return
-        q = self.sio.queue
-        items = q[:len(q)]
-        del q[:len(items)]
-        self.events += [{"name": i["name"], **i["args"][0]} for i in items]
-
-    def wait(self, pred, what: str, timeout: float = 20):
-        deadline = time.monotonic() + timeout
-        while True:
-            self.pump()
-            got = next((e for e in self.events if pred(e)), None)
-            if got is not None:
-                return got
-            assert time.monotonic() < deadline, f"timed out waiting for {what}: {self.events}"
-            time.sleep(0.02)
+        super().__init__(app, name, NS)
 
     def watch(self, **data) -> dict:
         self.events.clear()

@@ -11,7 +11,7 @@ import shutil
 import time
 
 import pytest
-from webapp_helpers import login, make_course, make_user
+from webapp_helpers import SocketPage, login, make_course, make_user
 
 from conftest import ROOT
 from sandbox.errors import NotFound
@@ -135,33 +135,11 @@ def nb_app(tmp_path, webapp_schema, sandboxd):
         db.engine.dispose()
 
 
-class Page:
+class Page(SocketPage):
     """A signed-in browser: a Flask test client plus a socket.io test client on /notebook."""
 
     def __init__(self, app, name: str | None):
-        from webapp.extensions import socketio
-
-        self.web = app.test_client()
-        if name is not None:
-            assert login(self.web, name).status_code in (302, 303)
-        self.sio = socketio.test_client(app, namespace=NS, flask_test_client=self.web)
-        self.events: list[dict] = []
-
-    def pump(self):
-        q = self.sio.queue
-        items = q[:len(q)]
-        del q[:len(items)]
-        self.events += [{"name": i["name"], **i["args"][0]} for i in items]
-
-    def wait(self, pred, what: str, timeout: float = 30):
-        deadline = time.monotonic() + timeout
-        while True:
-            self.pump()
-            got = next((e for e in self.events if pred(e)), None)
-            if got is not None:
-                return got
-            assert time.monotonic() < deadline, f"timed out waiting for {what}: {self.events}"
-            time.sleep(0.02)
+        super().__init__(app, name, NS)
 
     def emit(self, event: str, data) -> None:
         self.sio.emit(event, data, namespace=NS)

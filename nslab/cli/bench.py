@@ -65,8 +65,7 @@ def cmd_bench_terminal(args) -> int:
     if not password:
         raise CommandError("--password is needed (or NSLAB_BENCH_PASSWORD, or a readable "
                            "demo-credentials.json in $NSLAB_INSTANCE or /var/lib/nslab-web)")
-    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if not args.quiet else \
-        (lambda msg: None)
+    log = _progress_log(args)
     try:
         result = bench_terminal(args.url, args.user, password, parse_counts(args.terminals),
                                 seconds=args.seconds, rate=args.rate, tabs=args.tabs,
@@ -97,9 +96,28 @@ def cmd_bench_kernel(args) -> int:
     return _print_figures(result, args.json)
 
 
+def _progress_log(args):
+    """Progress lines on stderr (stdout keeps the figures), unless --quiet."""
+    if args.quiet:
+        return lambda msg: None
+    return lambda msg: print(msg, file=sys.stderr, flush=True)
+
+
 def _interrupt(signum, frame):
     # SIGTERM ends the benchmark the way Ctrl-C does, so that its sandboxes are destroyed.
     raise KeyboardInterrupt
+
+
+def _until_done(run, error: type[Exception]):
+    """`run()` with SIGTERM taken as Ctrl-C (the benchmark cleans up on either); its
+    `error` becomes a one-line command error."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return run()
+    except error as e:
+        raise CommandError(str(e)) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def cmd_bench_grading(args) -> int:
@@ -112,16 +130,10 @@ def cmd_bench_grading(args) -> int:
                            "(`nslab lab validate`)")
     client = Client(args.socket)
     client.info()  # a clear "cannot reach sandboxd" before any sandbox is made
-    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if not args.quiet else \
-        (lambda msg: None)
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        result = bench_grading(client, lab, exercise=args.exercise, hogs=args.hogs,
-                               runs=args.runs, seed=args.seed, log=log)
-    except GradingBenchError as e:
-        raise CommandError(str(e)) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    log = _progress_log(args)
+    result = _until_done(lambda: bench_grading(client, lab, exercise=args.exercise,
+                                               hogs=args.hogs, runs=args.runs,
+                                               seed=args.seed, log=log), GradingBenchError)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -142,17 +154,11 @@ def cmd_bench_classroom(args) -> int:
         raise CommandError("bench classroom runs as root: it serves its throwaway instance "
                            "as the user nslab, as scripts/serve does")
     client = Client(args.socket)  # $NSLAB_SOCKET, else the default daemon's
-    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if not args.quiet else \
-        (lambda msg: None)
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        result = bench_classroom(client, seed_instance, socket_path=str(client.socket_path),
-                                 learners=args.learners, checks=args.checks, rate=args.rate,
-                                 seconds=args.seconds, seed_rng=args.seed, log=log)
-    except ClassroomBenchError as e:
-        raise CommandError(str(e)) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    log = _progress_log(args)
+    result = _until_done(lambda: bench_classroom(
+        client, seed_instance, socket_path=str(client.socket_path), learners=args.learners,
+        checks=args.checks, rate=args.rate, seconds=args.seconds, seed_rng=args.seed, log=log),
+        ClassroomBenchError)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
