@@ -27,6 +27,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -228,29 +229,59 @@ def webapp(web_daemon):
             app.remove()
 
 
-@pytest.fixture
-def chromium():
-    """Debian's chromium, headless, through Playwright; a fresh profile, closed after."""
+@contextmanager
+def playwright_started():
+    """Playwright, started for Debian's chromium, stopped after; fails the test clearly if
+    either is missing (never a skip: CI must run the browser tests)."""
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} is missing: scripts/setup installs Debian's chromium")
     try:
+        # Imported here, not at the top: a missing Playwright is this test's clear failure,
+        # not a collection error of every test in the file.
         from playwright.sync_api import sync_playwright
     except ImportError as e:
         pytest.fail(f"Playwright is missing ({e}): scripts/setup installs .[test]")
-    profile = tempfile.mkdtemp(prefix="nslab-browser-profile-")
     pw = sync_playwright().start()
     try:
-        # A persistent context on a fresh dir: the browser gets exactly this --user-data-dir.
-        context = pw.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 860}, chromium_sandbox=False)
-        try:
-            yield context
-        finally:
-            context.close()
+        yield pw
     finally:
         pw.stop()
+
+
+@pytest.fixture
+def chromium():
+    """Debian's chromium, headless, through Playwright; a fresh profile, closed after."""
+    profile = tempfile.mkdtemp(prefix="nslab-browser-profile-")
+    try:
+        with playwright_started() as pw:
+            # A persistent context on a fresh dir: the browser gets exactly this
+            # --user-data-dir.
+            context = pw.chromium.launch_persistent_context(
+                profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+                viewport={"width": 1400, "height": 860}, chromium_sandbox=False)
+            try:
+                yield context
+            finally:
+                context.close()
+    finally:
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def _learner_in_cgroups_lab(chromium, app, password: str, *, timeout_ms: int = 20_000,
+                            prompt: bool = True):
+    """A new page with the demo learner signed in and the cgroups lab open (its shell's
+    prompt shown, with `prompt`); (the page, the page's script errors as they come)."""
+    page = chromium.new_page()
+    page.set_default_timeout(timeout_ms)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    _sign_in(page, app.url, "learner", password)
+    page.click("a.course-card")
+    page.click("ol.lab-list a[href$='/labs/cgroups']")
+    page.wait_for_selector("#terminal .xterm-screen")
+    if prompt:
+        _wait_for(page, _prompt, "the shell prompt")
+    return page, errors
 
 
 def _screen(page) -> list[str]:
@@ -388,15 +419,7 @@ def test_learner_passes_the_cpu_limit_exercise_and_the_instructor_sees_it(
     first steps, does the CPU-limit exercise through the terminal, sees a wrong attempt
     fail with its feedback and the right one pass; the instructor's gradebook shows both."""
     app, password = webapp
-    page = chromium.new_page()
-    page.set_default_timeout(20_000)
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    _sign_in(page, app.url, "learner", password)
-    page.click("a.course-card")
-    page.click("ol.lab-list a[href$='/labs/cgroups']")
-    page.wait_for_selector("#terminal .xterm-screen")
-    _wait_for(page, _prompt, "the shell prompt")
+    page, errors = _learner_in_cgroups_lab(chromium, app, password)
     assert page.locator("#step-cpu-quota").is_hidden()  # locked until the quizzes pass
 
     # Step 1: a multiple-choice quiz; step 2: a number checked against the host's cgroup.

@@ -14,7 +14,6 @@ announcement reaches both learner pages. Screenshots: artifacts/browser-classroo
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import tempfile
@@ -22,7 +21,8 @@ import tempfile
 import pytest
 
 from test_browser import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, _prompt, _screen, _shot,  # noqa: F401
-                          _sign_in, _type_line, _wait_for, web_daemon, webapp)
+                          _sign_in, _type_line, _wait_for, playwright_started, web_daemon,
+                          webapp)
 
 pytestmark = pytest.mark.privileged
 
@@ -32,23 +32,17 @@ HELP_MESSAGE = "<b>stuck</b> on <img src=x onerror=alert(1)> the quota file"
 @pytest.fixture
 def browser():
     """Debian's chromium, headless; each `new_context()` is a session of its own."""
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: scripts/setup installs Debian's chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as e:
-        pytest.fail(f"Playwright is missing ({e}): scripts/setup installs .[test]")
     downloads = tempfile.mkdtemp(prefix="nslab-browser-classroom-")
-    pw = sync_playwright().start()
     try:
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-                               chromium_sandbox=False, downloads_path=downloads)
-        try:
-            yield b
-        finally:
-            b.close()
+        with playwright_started() as pw:
+            b = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                   args=CHROMIUM_ARGS, chromium_sandbox=False,
+                                   downloads_path=downloads)
+            try:
+                yield b
+            finally:
+                b.close()
     finally:
-        pw.stop()
         shutil.rmtree(downloads, ignore_errors=True)
 
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from test_browser import (_prompt, _shot, _sign_in, _type_line, _wait_for,  # noqa: F401
+from test_browser import (_learner_in_cgroups_lab, _shot, _type_line,  # noqa: F401
                           chromium, web_daemon, webapp)
 
 pytestmark = pytest.mark.privileged
@@ -48,15 +48,7 @@ def _names(pids) -> str:
 
 def test_the_gauge_of_a_throttled_hog_settles_at_its_quota(chromium, web_daemon, webapp):
     app, password = webapp
-    page = chromium.new_page()
-    page.set_default_timeout(20_000)
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    _sign_in(page, app.url, "learner", password)
-    page.click("a.course-card")
-    page.click("ol.lab-list a[href$='/labs/cgroups']")
-    page.wait_for_selector("#terminal .xterm-screen")
-    _wait_for(page, _prompt, "the shell prompt")
+    page, errors = _learner_in_cgroups_lab(chromium, app, password)
     # The sandbox's own row comes first, with its limits (the lab's 2 CPUs).
     page.wait_for_selector("#gauges [data-path='/'][data-cpu-max='2']")
 

@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from test_browser import _check, _shot, _sign_in, chromium, web_daemon, webapp  # noqa: F401
+from test_browser import (_check, _learner_in_cgroups_lab, _shot,  # noqa: F401
+                          chromium, web_daemon, webapp)
 
 pytestmark = pytest.mark.privileged
 
@@ -46,14 +47,8 @@ def _wait_kernel(page, app, status: str, timeout: float) -> None:
 
 def test_learner_runs_cells_and_sees_a_plot_in_a_real_browser(chromium, web_daemon, webapp):
     app, password = webapp
-    page = chromium.new_page()
-    page.set_default_timeout(30_000)
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    _sign_in(page, app.url, "learner", password)
-    page.click("a.course-card")
-    page.click("ol.lab-list a[href$='/labs/cgroups']")
-    page.wait_for_selector("#terminal .xterm-screen")
+    page, errors = _learner_in_cgroups_lab(chromium, app, password, timeout_ms=30_000,
+                                           prompt=False)
 
     # The Notebook tab, beside the terminal's tabs: its kernel starts in the sandbox.
     t0 = time.monotonic()

@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 
 import pytest
-from webapp_helpers import SocketPage, logout, make_course, make_user
+from webapp_helpers import SocketPage, logout, two_courses
 
 from conftest import ROOT, ok
 from webapp import create_app
@@ -19,7 +19,7 @@ from webapp.config import TestConfig
 from webapp.extensions import db
 from webapp.gauges import GAUGES, MAX_GROUPS, summarize
 from webapp.gauges.sampler import UNLIMITED
-from webapp.models import Role, User
+from webapp.models import User
 from webapp.sandboxes import sandbox_for
 
 NS = "/gauges"
@@ -153,12 +153,7 @@ def _sandbox(app, name: str, course: int) -> str:
 
 def _course(app) -> int:
     """Alice and Bob learn in Teach's course; Olga in Other's."""
-    for name, role in (("teach", Role.INSTRUCTOR), ("other", Role.INSTRUCTOR),
-                       ("alice", Role.LEARNER), ("bob", Role.LEARNER), ("olga", Role.LEARNER)):
-        make_user(app, name, role)
-    course, _ = make_course(app, "teach", labs=("example",), learners=("alice", "bob"))
-    make_course(app, "other", labs=("example",), learners=("olga",))
-    return course
+    return two_courses(app, "example")
 
 
 @pytest.mark.privileged

@@ -11,7 +11,7 @@ import shutil
 import time
 
 import pytest
-from webapp_helpers import SocketPage, login, make_course, make_user
+from webapp_helpers import SocketPage, login, make_course, make_user, two_courses
 
 from conftest import ROOT
 from sandbox.errors import NotFound
@@ -162,12 +162,7 @@ class Page(SocketPage):
 
 def _course(app) -> int:
     """Alice and Bob learn in Teach's course; Olga in Other's."""
-    for name, role in (("teach", Role.INSTRUCTOR), ("other", Role.INSTRUCTOR),
-                       ("alice", Role.LEARNER), ("bob", Role.LEARNER), ("olga", Role.LEARNER)):
-        make_user(app, name, role)
-    course, _ = make_course(app, "teach", labs=("example",), learners=("alice", "bob"))
-    make_course(app, "other", labs=("example",), learners=("olga",))
-    return course
+    return two_courses(app, "example")
 
 
 @pytest.mark.privileged

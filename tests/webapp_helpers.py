@@ -54,6 +54,17 @@ def enrolled(app, name: str, course_id: int) -> bool:
         return db.session.get(Course, course_id).has_learner(User.by_name(name))
 
 
+def two_courses(app, lab: str) -> int:
+    """Alice and Bob learn in Teach's course, Olga in Other's, each course with `lab`;
+    Teach's course id."""
+    for name, role in (("teach", Role.INSTRUCTOR), ("other", Role.INSTRUCTOR),
+                       ("alice", Role.LEARNER), ("bob", Role.LEARNER), ("olga", Role.LEARNER)):
+        make_user(app, name, role)
+    course, _ = make_course(app, "teach", labs=(lab,), learners=("alice", "bob"))
+    make_course(app, "other", labs=(lab,), learners=("olga",))
+    return course
+
+
 class SocketPage:
     """A signed-in browser (or an anonymous one: `name` None): a Flask test client plus a
     socket.io test client on `namespace`; `events` holds what it was sent, in order."""

@@ -15,6 +15,22 @@ class Sampler(Protocol):
     def stop(self) -> None: ...
 
 
+class StoppableSampler:
+    """What a sampler's loop checks: `stop()` asks it to end (from any thread), `stopped`
+    says whether it was asked, `_stop.wait(seconds)` sleeps until the next round or the
+    stop, whichever comes first."""
+
+    def __init__(self):
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+
 class SharedSamplers:
     """The samplers of an app by key, and which pages watch which key. Subclasses say how
     a sampler is made (`_make`). Safe from any thread."""

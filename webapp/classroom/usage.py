@@ -22,7 +22,6 @@ roster the sampler saw (its snapshots and each learner's row pushed since).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 
@@ -35,7 +34,7 @@ from sandbox.errors import SandboxError
 from ..extensions import db
 from ..gauges.sampler import STOPPED, cpu_rate, shown_limit
 from ..models import Course, SandboxAssignment, SandboxState
-from ..samplers import SharedSamplers
+from ..samplers import SharedSamplers, StoppableSampler
 from . import roster
 
 log = logging.getLogger("nslab.classroom")
@@ -49,12 +48,13 @@ Recheck = Callable[[int], None]                # (course id): drop pages no long
 _NOTHING = {"cpu": None, "cpu_max": None, "memory": None, "memory_max": None}
 
 
-class CourseSampler:
+class CourseSampler(StoppableSampler):
     """Samples one course's sandboxes every `interval` seconds on its own thread until
     `stop`; `labs` (learner id -> current lab) says which sandbox is whose."""
 
     def __init__(self, app: Flask, course_id: int, daemon: Client, *, emit: Emit,
                  interval: float, snapshot_every: float, recheck: Recheck | None = None):
+        super().__init__()
         self.app = app
         self.course_id = course_id
         self.daemon = daemon
@@ -67,14 +67,6 @@ class CourseSampler:
         self.next_snapshot = 0.0   # time.monotonic() of the next snapshot
         self.samples = 0
         self.last: dict | None = None
-        self._stop = threading.Event()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    @property
-    def stopped(self) -> bool:
-        return self._stop.is_set()
 
     def seed(self, snapshot: dict) -> None:
         """The learners and their current labs from a snapshot just made (a page's join

@@ -8,7 +8,6 @@ learner's child groups) into the `gauges` event; `Sampler` reads them once per i
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 
@@ -16,7 +15,7 @@ from sandbox.client import Client
 from sandbox.errors import SandboxError
 from sandbox.protocol import Reason
 
-from ..samplers import SharedSamplers
+from ..samplers import SharedSamplers, StoppableSampler
 
 log = logging.getLogger("nslab.gauges")
 
@@ -101,11 +100,12 @@ def summarize(sandbox_id: str, stats: dict, tree: list[dict] | None, truncated: 
             "hidden": hidden, "truncated": bool(truncated)}
 
 
-class Sampler:
+class Sampler(StoppableSampler):
     """Reads one sandbox's gauges every `interval` seconds on its own thread and hands
     each sample to `emit(sandbox_id, "gauges", data)`, until `stop`."""
 
     def __init__(self, daemon: Client, sandbox_id: str, emit: Emit, interval: float = INTERVAL):
+        super().__init__()
         self.daemon = daemon
         self.sandbox_id = sandbox_id
         self.emit = emit
@@ -117,14 +117,6 @@ class Sampler:
         self.ticks = 0
         self.samples = 0
         self.last: dict | None = None
-        self._stop = threading.Event()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    @property
-    def stopped(self) -> bool:
-        return self._stop.is_set()
 
     def sample(self) -> dict:
         """One sample; the latest is kept (`last`) for a page that starts watching."""
